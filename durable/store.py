@@ -1,0 +1,280 @@
+"""Every Redis key durable uses, every Lua script, and every write it makes.
+
+Per workflow (the ``{id}`` hash tag keeps them in one Redis Cluster slot)::
+
+    durable:{id}:meta      hash  path, name, queue, status, run_id, input, result, error, times
+    durable:{id}:history   list  encoded events, append-only
+    durable:{id}:done      pub/sub channel announcing the end of the workflow
+
+Shared::
+
+    durable:workflows      zset  workflow id -> creation time (for listing)
+    durable:leases         zset  RQ job id -> lease expiry (jobs in the hands of a live worker)
+
+Writes to history are compare-and-append: ``commit`` succeeds only if the
+history still has the length the caller replayed, and it records the events,
+updates the meta hash and enqueues the RQ jobs that follow in one MULTI/EXEC
+under WATCH. A loser of a race writes nothing and simply replays again, which
+is how a completion is recorded exactly once however often its job runs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+from redis.client import PubSub
+from rq import Queue
+from rq.job import JobStatus
+
+from .errors import WorkflowNotFound
+from .events import Event
+from .serialization import decode_event, encode_event
+
+__all__ = ["Store", "Dispatch", "Meta", "validate_workflow_id", "TERMINAL"]
+
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}")
+
+# KEYS[1] = leases zset; ARGV[1] = now (unix seconds), ARGV[2] = max ids to claim.
+# Removes and returns up to ARGV[2] members whose expiry has passed. Only one
+# caller gets each id, so only one worker re-dispatches an abandoned job.
+_CLAIM_EXPIRED = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do redis.call('ZREM', KEYS[1], id) end
+return ids
+"""
+
+
+def validate_workflow_id(workflow_id: Any) -> str:
+    """Return ``workflow_id`` if it is usable as a key, else raise ``ValueError`` saying why."""
+    if not isinstance(workflow_id, str) or not _ID_RE.fullmatch(workflow_id):
+        raise ValueError(
+            f"invalid workflow id {workflow_id!r}: use 1-200 characters of letters, digits and ._:@/+=- "
+            "starting with a letter or digit (e.g. 'pr-42' or 'github/acme/repo#42' without the '#')"
+        )
+    return workflow_id
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """An RQ job to enqueue with a commit: ``func`` is an import path, ``at`` a not-before time."""
+
+    func: str
+    args: tuple[Any, ...]
+    queue: str
+    at: float | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Meta:
+    """A workflow's meta hash, decoded."""
+
+    workflow_id: str
+    path: str
+    name: str
+    queue: str
+    status: str
+    run_id: str
+    created_at: float
+    updated_at: float
+    input: bytes
+    result: bytes | None
+    error: bytes | None
+    stuck: str
+
+    @classmethod
+    def decode(cls, workflow_id: str, raw: dict[bytes, bytes]) -> Meta:
+        def text(key: str, default: str = "") -> str:
+            value = raw.get(key.encode())
+            return value.decode() if value is not None else default
+
+        return cls(
+            workflow_id=workflow_id,
+            path=text("path"),
+            name=text("name"),
+            queue=text("queue", "durable"),
+            status=text("status", "running"),
+            run_id=text("run_id"),
+            created_at=float(text("created_at", "0")),
+            updated_at=float(text("updated_at", "0")),
+            input=raw.get(b"input", b""),
+            result=raw.get(b"result"),
+            error=raw.get(b"error"),
+            stuck=text("stuck"),
+        )
+
+
+class Store:
+    """Durable's view of one Redis database."""
+
+    def __init__(self, conn: redis.Redis, prefix: str = "durable") -> None:
+        self.conn = conn
+        self.prefix = prefix
+        self._queues: dict[str, Queue] = {}
+        self._claim_expired = conn.register_script(_CLAIM_EXPIRED)
+
+    # -- keys ---------------------------------------------------------------
+    def meta_key(self, workflow_id: str) -> str:
+        return f"{self.prefix}:{{{workflow_id}}}:meta"
+
+    def history_key(self, workflow_id: str) -> str:
+        return f"{self.prefix}:{{{workflow_id}}}:history"
+
+    def done_channel(self, workflow_id: str) -> str:
+        return f"{self.prefix}:{{{workflow_id}}}:done"
+
+    @property
+    def index_key(self) -> str:
+        return f"{self.prefix}:workflows"
+
+    @property
+    def leases_key(self) -> str:
+        return f"{self.prefix}:leases"
+
+    def queue(self, name: str) -> Queue:
+        if name not in self._queues:
+            self._queues[name] = Queue(name, connection=self.conn)
+        return self._queues[name]
+
+    # -- reads --------------------------------------------------------------
+    def meta(self, workflow_id: str) -> Meta:
+        raw = self.conn.hgetall(self.meta_key(workflow_id))
+        if not raw:
+            raise WorkflowNotFound(f"no workflow with id {workflow_id!r}; `durable list` shows the ones that exist")
+        return Meta.decode(workflow_id, raw)
+
+    def load(self, workflow_id: str, start: int = 0) -> tuple[Meta | None, list[Event]]:
+        """Meta and history from index ``start`` on, in one round trip."""
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.hgetall(self.meta_key(workflow_id))
+        pipe.lrange(self.history_key(workflow_id), start, -1)
+        raw_meta, raw_events = pipe.execute()
+        meta = Meta.decode(workflow_id, raw_meta) if raw_meta else None
+        return meta, [decode_event(item) for item in raw_events]
+
+    def history(self, workflow_id: str, start: int = 0) -> list[Event]:
+        return [decode_event(item) for item in self.conn.lrange(self.history_key(workflow_id), start, -1)]
+
+    def workflow_ids(self) -> list[str]:
+        return [item.decode() for item in self.conn.zrange(self.index_key, 0, -1)]
+
+    def statuses(self, workflow_ids: Sequence[str]) -> list[str | None]:
+        pipe = self.conn.pipeline(transaction=False)
+        for workflow_id in workflow_ids:
+            pipe.hget(self.meta_key(workflow_id), "status")
+        return [value.decode() if value is not None else None for value in pipe.execute()]
+
+    def subscribe_done(self, workflow_id: str) -> PubSub:
+        pubsub = self.conn.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.done_channel(workflow_id))
+        return pubsub
+
+    # -- writes -------------------------------------------------------------
+    def create(self, workflow_id: str, fields: dict[str, Any], first: Dispatch) -> bool:
+        """Create a workflow and enqueue its first step atomically; False if the id exists."""
+        meta_key = self.meta_key(workflow_id)
+        with self.conn.pipeline() as pipe:
+            try:
+                pipe.watch(meta_key)
+                if pipe.exists(meta_key):
+                    pipe.unwatch()
+                    return False
+                pipe.multi()
+                pipe.delete(self.history_key(workflow_id))
+                pipe.hset(meta_key, mapping=fields)
+                pipe.zadd(self.index_key, {workflow_id: float(fields.get("created_at", time.time()))})
+                self._enqueue(first, pipe)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                return False
+
+    def commit(
+        self,
+        workflow_id: str,
+        expected_length: int,
+        events: Sequence[Event] = (),
+        *,
+        meta: dict[str, Any] | None = None,
+        dispatch: Iterable[Dispatch] = (),
+        notify: str | None = None,
+    ) -> bool:
+        """Append ``events`` if history still has ``expected_length`` events, atomically with
+        the meta update, the jobs to enqueue and the end-of-workflow notification.
+
+        Returns False, having written nothing, when another writer got there first.
+        Raises ``SerializationError`` (writing nothing) when an event cannot be encoded.
+        """
+        encoded = [encode_event(event) for event in events]
+        history_key = self.history_key(workflow_id)
+        with self.conn.pipeline() as pipe:
+            try:
+                pipe.watch(history_key)
+                if pipe.llen(history_key) != expected_length:
+                    pipe.unwatch()
+                    return False
+                pipe.multi()
+                if encoded:
+                    pipe.rpush(history_key, *encoded)
+                fields = {"updated_at": repr(time.time()), **(meta or {})}
+                pipe.hset(self.meta_key(workflow_id), mapping=fields)
+                for item in dispatch:
+                    self._enqueue(item, pipe)
+                if notify is not None:
+                    pipe.publish(self.done_channel(workflow_id), notify)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                return False
+
+    def set_fields(self, workflow_id: str, fields: dict[str, Any]) -> None:
+        self.conn.hset(self.meta_key(workflow_id), mapping=fields)
+
+    def enqueue(self, items: Iterable[Dispatch]) -> None:
+        """Enqueue jobs outside any history write (re-dispatch, early timers)."""
+        with self.conn.pipeline() as pipe:
+            for item in items:
+                self._enqueue(item, pipe)
+            pipe.execute()
+
+    def _enqueue(self, item: Dispatch, pipe: redis.client.Pipeline) -> None:
+        queue = self.queue(item.queue)
+        # timeout=-1: durable enforces activity timeouts itself, so RQ must not kill a step
+        # half-way; result_ttl=0: the job's outcome lives in history, not in RQ.
+        if item.at is not None and item.at > time.time():
+            job = queue.create_job(
+                item.func, args=item.args, timeout=-1, result_ttl=0, description=item.description,
+                status=JobStatus.SCHEDULED,
+            )
+            # RQ stores whole seconds and fires when now >= that second: round up so a
+            # timer never fires early.
+            when = datetime.fromtimestamp(math.ceil(item.at), tz=timezone.utc)
+            queue.schedule_job(job, when, pipeline=pipe)
+        else:
+            job = queue.create_job(item.func, args=item.args, timeout=-1, result_ttl=0, description=item.description)
+            queue.enqueue_job(job, pipeline=pipe)
+
+    # -- leases ---------------------------------------------------------------
+    def hold_leases(self, job_ids: Iterable[str], ttl: float) -> None:
+        """Mark jobs as being run by a live worker for the next ``ttl`` seconds."""
+        expiry = time.time() + ttl
+        mapping = {job_id: expiry for job_id in job_ids}
+        if mapping:
+            self.conn.zadd(self.leases_key, mapping)
+
+    def release_lease(self, job_id: str) -> None:
+        self.conn.zrem(self.leases_key, job_id)
+
+    def claim_expired_leases(self, limit: int = 100) -> list[str]:
+        """Ids of jobs whose worker stopped renewing their lease; each id goes to one caller."""
+        ids = self._claim_expired(keys=[self.leases_key], args=[time.time(), limit])
+        return [item.decode() if isinstance(item, bytes) else str(item) for item in ids]

@@ -1,0 +1,103 @@
+"""``durable.Worker``: an RQ ``SimpleWorker`` that cannot lose a workflow step.
+
+RQ notices a dead ``SimpleWorker``'s job only after ``job_timeout + 60`` s
+(with default maintenance, minutes). So every durable job this worker runs
+holds a short lease in Redis, renewed by a background thread; when a worker
+dies, its leases lapse, and the recovery sweep that runs in *every* durable
+worker re-enqueues the abandoned jobs. Recovery only re-enqueues: the
+compare-and-append in the store decides what gets recorded, so a job that is
+recovered twice, or that was not dead after all, is harmless.
+
+It is a ``SimpleWorker`` (no fork per job) because a step is a few
+milliseconds of work, and because a process that outlives its jobs can keep
+state between them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from rq import SimpleWorker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.queue import Queue
+
+from .store import Dispatch, Store
+
+__all__ = ["Worker", "LEASE_TTL_ENV"]
+
+log = logging.getLogger("durable.worker")
+
+LEASE_TTL_ENV = "DURABLE_LEASE_TTL"
+_DURABLE_JOBS = "durable.runtime."
+
+
+class Worker(SimpleWorker):
+    """An RQ worker for durable workflows; use it like any RQ worker class.
+
+    ``rq worker -w durable.Worker --with-scheduler durable`` or ``durable worker``.
+    The lease (``$DURABLE_LEASE_TTL`` seconds, default 10) bounds how long a
+    step of a worker that died waits before another worker takes it over.
+    """
+
+    def __init__(self, *args: Any, lease_ttl: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lease_ttl = float(lease_ttl if lease_ttl is not None else os.environ.get(LEASE_TTL_ENV, 10))
+        if self.lease_ttl <= 0:
+            raise ValueError(f"the lease must be a positive number of seconds (${LEASE_TTL_ENV}), not {self.lease_ttl}")
+        self.store = Store(self.connection)
+        self._holding: str | None = None
+        self._stop = threading.Event()
+        self._keeper: threading.Thread | None = None
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        self._stop.clear()
+        self._keeper = threading.Thread(target=self._keep, name="durable-lease-keeper", daemon=True)
+        self._keeper.start()
+        try:
+            return super().work(*args, **kwargs)
+        finally:
+            self._stop.set()
+            self._keeper.join(timeout=5)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        durable_job = (job.func_name or "").startswith(_DURABLE_JOBS)
+        if durable_job:
+            self.store.hold_leases([job.id], self.lease_ttl)
+            self._holding = job.id
+        try:
+            super().execute_job(job, queue)
+        finally:
+            if durable_job:
+                self._holding = None
+                self.store.release_lease(job.id)
+
+    # -- background: renew own lease, recover others' --------------------------
+    def _keep(self) -> None:
+        interval = max(0.05, self.lease_ttl / 4)
+        while not self._stop.wait(interval):
+            try:
+                holding = self._holding
+                if holding is not None:
+                    self.store.hold_leases([holding], self.lease_ttl)
+                self.recover()
+            except Exception:  # a Redis hiccup must not kill the keeper; the next round retries
+                log.exception("durable lease keeper: round failed, retrying")
+
+    def recover(self) -> int:
+        """Re-enqueue durable jobs whose worker stopped renewing their lease; returns how many."""
+        count = 0
+        for job_id in self.store.claim_expired_leases():
+            try:
+                job = Job.fetch(job_id, connection=self.connection)
+            except NoSuchJobError:
+                continue
+            if not (job.func_name or "").startswith(_DURABLE_JOBS):
+                continue
+            log.warning("recovering %s %s: its worker stopped renewing the lease", job.func_name, job.args)
+            self.store.enqueue([Dispatch(job.func_name, tuple(job.args), job.origin, description=job.description or "")])
+            count += 1
+        return count
