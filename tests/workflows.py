@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -123,4 +124,76 @@ def long_chain(n: int, seconds: float):
 @durable.workflow
 def not_a_result():
     yield add(1, 1)
-    return (lambda: None).__globals__  # module globals hold modules: not picklable
+    return threading.Lock()  # locks cannot be pickled
+
+
+@durable.activity(retry=durable.RetryPolicy(max_attempts=3, initial_interval=0.0))
+def who_am_i() -> tuple:
+    info = durable.activity_info()
+    _mark("who_am_i", (info.idempotency_key, info.attempt))
+    if info.attempt == 1:
+        raise ConnectionError("first attempt always fails")
+    return (info.workflow_id, info.seq, info.attempt, info.idempotency_key)
+
+
+@durable.workflow
+def identity():
+    first = yield add(0, 0)
+    me = yield who_am_i()
+    return first, me
+
+
+@durable.activity(retry=durable.RetryPolicy(max_attempts=5, initial_interval=30.0))
+def fails_once_slowly(tag: str) -> str:
+    if durable.activity_info().attempt == 1:
+        raise ConnectionError("try again in 30 s")
+    return tag
+
+
+@durable.workflow
+def slow_retry():
+    value = yield fails_once_slowly("x")
+    return value
+
+
+@durable.activity
+async def async_add(a: int, b: int) -> int:
+    _mark("async_add", (a, b))
+    return a + b
+
+
+@durable.workflow
+def uses_async(x: int):
+    value = yield async_add(x, x)
+    return value
+
+
+MODE = {"activity": "add"}
+
+
+@durable.workflow
+def changes_shape():
+    if MODE["activity"] == "add":
+        yield add(1, 1)
+    else:
+        yield double(1)
+    yield durable.sleep(3600)
+    return "done"
+
+
+@durable.activity(inline=True, retry=durable.RetryPolicy(max_attempts=2, initial_interval=0.0))
+def inline_flaky(tag: str) -> str:
+    attempt = durable.activity_info().attempt
+    _mark("inline_flaky", (tag, attempt))
+    if attempt == 1:
+        raise ConnectionError("inline first attempt fails")
+    return f"{tag}-{attempt}"
+
+
+@durable.workflow
+def inline_chain(n: int):
+    total = 0
+    for i in range(n):
+        total = yield double(total + i)
+    retried = yield inline_flaky("r")
+    return total, retried
