@@ -31,7 +31,8 @@ from typing import Any
 import redis
 from redis.client import PubSub
 from rq import Queue
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
 
 from .errors import WorkflowNotFound
 from .events import Event
@@ -262,6 +263,38 @@ class Store:
         else:
             job = queue.create_job(item.func, args=item.args, timeout=-1, result_ttl=0, description=item.description)
             queue.enqueue_job(job, pipeline=pipe)
+
+    def promote_due(self, queue_names: Iterable[str]) -> int:
+        """Move scheduled jobs that are due onto their queues; returns how many moved.
+
+        RQ's scheduler does this too, but only in the one worker holding its
+        lock, which outlives a killed holder by about a minute. Every durable
+        worker runs this, so timers keep firing whoever dies. WATCH makes each
+        move all-or-nothing; a job moved twice (here and by RQ's scheduler) is
+        a duplicate job, which the compare-and-append makes harmless.
+        """
+        moved = 0
+        for name in queue_names:
+            queue = self.queue(name)
+            registry = ScheduledJobRegistry(queue=queue)
+            with self.conn.pipeline() as pipe:
+                try:
+                    pipe.watch(registry.key)
+                    ids = [i.decode() for i in pipe.zrangebyscore(registry.key, 0, int(time.time()), start=0, num=500)]
+                    if not ids:
+                        pipe.unwatch()
+                        continue
+                    jobs = Job.fetch_many(ids, connection=self.conn)
+                    pipe.multi()
+                    for job_id, job in zip(ids, jobs):
+                        if job is not None:
+                            queue.enqueue_job(job, pipeline=pipe)
+                        pipe.zrem(registry.key, job_id)
+                    pipe.execute()
+                    moved += sum(job is not None for job in jobs)
+                except redis.WatchError:
+                    continue  # someone else moved them (or added one): next round
+        return moved
 
     # -- leases ---------------------------------------------------------------
     def hold_leases(self, job_ids: Iterable[str], ttl: float) -> None:

@@ -4,7 +4,9 @@ RQ notices a dead ``SimpleWorker``'s job only after ``job_timeout + 60`` s
 (with default maintenance, minutes). So every durable job this worker runs
 holds a short lease in Redis, renewed by a background thread; when a worker
 dies, its leases lapse, and the recovery sweep that runs in *every* durable
-worker re-enqueues the abandoned jobs. Recovery only re-enqueues: the
+worker re-enqueues the abandoned jobs. The same thread moves due timers and
+retries onto their queues, so they do not wait for RQ's single scheduler
+(whose lock outlives a killed holder by about a minute). Recovery only re-enqueues: the
 compare-and-append in the store decides what gets recorded, so a job that is
 recovered twice, or that was not dead after all, is harmless.
 
@@ -77,13 +79,14 @@ class Worker(SimpleWorker):
 
     # -- background: renew own lease, recover others' --------------------------
     def _keep(self) -> None:
-        interval = max(0.05, self.lease_ttl / 4)
+        interval = min(1.0, max(0.05, self.lease_ttl / 4))
         while not self._stop.wait(interval):
             try:
                 holding = self._holding
                 if holding is not None:
                     self.store.hold_leases([holding], self.lease_ttl)
                 self.recover()
+                self.store.promote_due(self.queue_names())
             except Exception:  # a Redis hiccup must not kill the keeper; the next round retries
                 log.exception("durable lease keeper: round failed, retrying")
 

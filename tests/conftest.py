@@ -7,8 +7,6 @@ from collections.abc import Iterator
 
 import fakeredis
 import pytest
-from rq import Queue
-from rq.registry import ScheduledJobRegistry
 
 import durable
 from durable.store import TERMINAL
@@ -28,8 +26,8 @@ def client(fake_conn: fakeredis.FakeRedis) -> durable.Client:
 
 
 def drain(client: durable.Client, handle: durable.WorkflowHandle, timeout: float = 15.0, queues=("durable",)) -> str:
-    """Run burst workers in this process until the workflow ends; scheduled jobs are
-    moved when due, as RQ's scheduler would."""
+    """Run burst workers in this process until the workflow ends, moving due timers
+    and retries onto their queues between rounds (as every durable worker does)."""
     deadline = time.monotonic() + timeout
     conn = client.conn
     while time.monotonic() < deadline:
@@ -38,11 +36,6 @@ def drain(client: durable.Client, handle: durable.WorkflowHandle, timeout: float
         status = handle.status()
         if status in TERMINAL:
             return status
-        for name in queues:
-            queue = Queue(name, connection=conn)
-            registry = ScheduledJobRegistry(queue=queue)
-            for job_id in registry.get_jobs_to_schedule(int(time.time())):
-                queue.enqueue_job(queue.fetch_job(job_id))
-                registry.remove(job_id)
+        worker.store.promote_due(queues)
         time.sleep(0.02)
     raise AssertionError(f"workflow {handle.id} still {handle.status()} after {timeout} s")

@@ -100,3 +100,15 @@ def test_expired_leases_are_claimed_once(store):
     assert store.claim_expired_leases() == []
     store.release_lease("alive")
     assert store.conn.zcard(store.leases_key) == 0
+
+
+def test_promote_due_moves_only_due_jobs(store, fake_conn):
+    soon = Dispatch("durable.runtime.advance", ("w", "r"), "durable", at=time.time() + 0.5)
+    later = Dispatch("durable.runtime.advance", ("w2", "r"), "durable", at=time.time() + 3600)
+    store.enqueue([soon, later])
+    queue = Queue("durable", connection=fake_conn)
+    assert store.promote_due(["durable"]) == 0 and queue.count == 0
+    time.sleep(1.6)  # past the rounded-up second
+    assert store.promote_due(["durable"]) == 1
+    assert queue.count == 1 and queue.jobs[0].args == ("w", "r")
+    assert len(ScheduledJobRegistry(queue=queue).get_job_ids()) == 1
