@@ -100,7 +100,7 @@ class Client:
         if status is None:
             return [WorkflowHandle(self, workflow_id) for workflow_id in ids]
         statuses = self.store.statuses(ids)
-        return [WorkflowHandle(self, wid) for wid, st in zip(ids, statuses) if st == status]
+        return [WorkflowHandle(self, wid) for wid, st in zip(ids, statuses, strict=True) if st == status]
 
 
 @dataclass(frozen=True)

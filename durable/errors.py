@@ -23,8 +23,6 @@ travels through history), which is why each one passes all of its state to
 
 from __future__ import annotations
 
-
-
 __all__ = [
     "DurableError",
     "ActivityFailed",

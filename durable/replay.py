@@ -16,6 +16,7 @@ between steps and pay O(new events) instead of O(history).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -188,7 +189,7 @@ class Replayer:
                     f"a workflow may only yield durable commands (an activity call, durable.sleep(...)), "
                     f"not {type(value).__name__}: {value!r:.80}"
                 )
-                action = lambda bad=bad: gen.throw(bad)  # noqa: E731 - thrown at the offending yield
+                action = functools.partial(gen.throw, bad)  # thrown at the offending yield
 
     def _match(self, seq: int, command: Command, recorded: Event) -> None:
         rec_kind = getattr(recorded, "kind", recorded.type)

@@ -25,8 +25,8 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import redis
 from redis.client import PubSub
@@ -52,6 +52,11 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, to
 for _, id in ipairs(ids) do redis.call('ZREM', KEYS[1], id) end
 return ids
 """
+
+
+def _mapping(fields: dict[str, Any]) -> Any:
+    """Meta fields as redis-py's ``hset`` wants them (its stub is stricter than its code)."""
+    return fields
 
 
 def validate_workflow_id(workflow_id: Any) -> str:
@@ -148,7 +153,7 @@ class Store:
 
     # -- reads --------------------------------------------------------------
     def meta(self, workflow_id: str) -> Meta:
-        raw = self.conn.hgetall(self.meta_key(workflow_id))
+        raw = cast(dict[bytes, bytes], self.conn.hgetall(self.meta_key(workflow_id)))
         if not raw:
             raise WorkflowNotFound(f"no workflow with id {workflow_id!r}; `durable list` shows the ones that exist")
         return Meta.decode(workflow_id, raw)
@@ -158,15 +163,16 @@ class Store:
         pipe = self.conn.pipeline(transaction=False)
         pipe.hgetall(self.meta_key(workflow_id))
         pipe.lrange(self.history_key(workflow_id), start, -1)
-        raw_meta, raw_events = pipe.execute()
+        raw_meta, raw_events = cast(tuple[dict[bytes, bytes], list[bytes]], pipe.execute())
         meta = Meta.decode(workflow_id, raw_meta) if raw_meta else None
         return meta, [decode_event(item) for item in raw_events]
 
     def history(self, workflow_id: str, start: int = 0) -> list[Event]:
-        return [decode_event(item) for item in self.conn.lrange(self.history_key(workflow_id), start, -1)]
+        items = cast(list[bytes], self.conn.lrange(self.history_key(workflow_id), start, -1))
+        return [decode_event(item) for item in items]
 
     def workflow_ids(self) -> list[str]:
-        return [item.decode() for item in self.conn.zrange(self.index_key, 0, -1)]
+        return [item.decode() for item in cast(list[bytes], self.conn.zrange(self.index_key, 0, -1))]
 
     def statuses(self, workflow_ids: Sequence[str]) -> list[str | None]:
         pipe = self.conn.pipeline(transaction=False)
@@ -191,7 +197,7 @@ class Store:
                     return False
                 pipe.multi()
                 pipe.delete(self.history_key(workflow_id))
-                pipe.hset(meta_key, mapping=fields)
+                pipe.hset(meta_key, mapping=_mapping(fields))
                 pipe.zadd(self.index_key, {workflow_id: float(fields.get("created_at", time.time()))})
                 self._enqueue(first, pipe)
                 pipe.execute()
@@ -227,7 +233,7 @@ class Store:
                 if encoded:
                     pipe.rpush(history_key, *encoded)
                 fields = {"updated_at": repr(time.time()), **(meta or {})}
-                pipe.hset(self.meta_key(workflow_id), mapping=fields)
+                pipe.hset(self.meta_key(workflow_id), mapping=_mapping(fields))
                 for item in dispatch:
                     self._enqueue(item, pipe)
                 if notify is not None:
@@ -238,7 +244,7 @@ class Store:
                 return False
 
     def set_fields(self, workflow_id: str, fields: dict[str, Any]) -> None:
-        self.conn.hset(self.meta_key(workflow_id), mapping=fields)
+        self.conn.hset(self.meta_key(workflow_id), mapping=_mapping(fields))
 
     def enqueue(self, items: Iterable[Dispatch]) -> None:
         """Enqueue jobs outside any history write (re-dispatch, early timers)."""
@@ -258,7 +264,7 @@ class Store:
             )
             # RQ stores whole seconds and fires when now >= that second: round up so a
             # timer never fires early.
-            when = datetime.fromtimestamp(math.ceil(item.at), tz=timezone.utc)
+            when = datetime.fromtimestamp(math.ceil(item.at), tz=UTC)
             queue.schedule_job(job, when, pipeline=pipe)
         else:
             job = queue.create_job(item.func, args=item.args, timeout=-1, result_ttl=0, description=item.description)
@@ -280,13 +286,14 @@ class Store:
             with self.conn.pipeline() as pipe:
                 try:
                     pipe.watch(registry.key)
-                    ids = [i.decode() for i in pipe.zrangebyscore(registry.key, 0, int(time.time()), start=0, num=500)]
+                    due = cast(list[bytes], pipe.zrangebyscore(registry.key, 0, int(time.time()), start=0, num=500))
+                    ids = [item.decode() for item in due]
                     if not ids:
                         pipe.unwatch()
                         continue
                     jobs = Job.fetch_many(ids, connection=self.conn)
                     pipe.multi()
-                    for job_id, job in zip(ids, jobs):
+                    for job_id, job in zip(ids, jobs, strict=True):
                         if job is not None:
                             queue.enqueue_job(job, pipeline=pipe)
                         pipe.zrem(registry.key, job_id)

