@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -81,10 +82,8 @@ def test_activity_decorator_forms_and_options():
 
 
 def test_sleep_arguments():
-    from datetime import datetime, timedelta, timezone
-
     assert durable.sleep(timedelta(minutes=2)).seconds == 120
-    when = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    when = datetime(2030, 1, 1, tzinfo=UTC)
     assert durable.sleep_until(when).until == when.timestamp()
     with pytest.raises(ValueError, match="timezone-aware"):
         durable.sleep_until(datetime(2030, 1, 1))
