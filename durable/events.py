@@ -10,6 +10,7 @@ renaming or removing one is not (add a new ``type`` instead).
 from __future__ import annotations
 
 import dataclasses
+import os
 import traceback as tb
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -38,6 +39,8 @@ __all__ = [
 
 FORMAT_VERSION = 1
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
 
 @dataclass(frozen=True)
 class ErrorInfo:
@@ -51,7 +54,12 @@ class ErrorInfo:
     @classmethod
     def from_exception(cls, exc: BaseException, *, keep_object: bool = True) -> ErrorInfo:
         type_name, message = describe_exception(exc)
-        text = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
+        # Start the traceback at the user's code: the kernel's frames above it
+        # (replay, activity runner) say nothing to the reader.
+        frames = exc.__traceback__
+        while frames is not None and frames.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            frames = frames.tb_next
+        text = "".join(tb.format_exception(type(exc), exc, frames or exc.__traceback__))
         obj: BaseException | None = None
         if keep_object:
             try:
