@@ -95,6 +95,7 @@ def test_uncaught_exception_fails_workflow_with_type_message_traceback(client):
         handle.result()
     assert info.value.error_type == "KeyError" and "missing thing" in info.value.message
     assert 'raise KeyError("missing thing")' in info.value.traceback
+    assert "durable/replay.py" not in info.value.traceback  # starts at the user's frame
     assert "Original traceback" in str(info.value)
     assert events(handle)[-1] == ("workflow_failed", -1)
 
