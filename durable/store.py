@@ -274,7 +274,8 @@ class Store:
         """Move scheduled jobs that are due onto their queues; returns how many moved.
 
         RQ's scheduler does this too, but only in the one worker holding its
-        lock, which outlives a killed holder by about a minute. Every durable
+        lock; a killed holder's lock lasts 61 s and the others retry taking it
+        only at maintenance time (every 600 s by default). Every durable
         worker runs this, so timers keep firing whoever dies. WATCH makes each
         move all-or-nothing; a job moved twice (here and by RQ's scheduler) is
         a duplicate job, which the compare-and-append makes harmless.

@@ -6,7 +6,8 @@ holds a short lease in Redis, renewed by a background thread; when a worker
 dies, its leases lapse, and the recovery sweep that runs in *every* durable
 worker re-enqueues the abandoned jobs. The same thread moves due timers and
 retries onto their queues, so they do not wait for RQ's single scheduler
-(whose lock outlives a killed holder by about a minute). Recovery only re-enqueues: the
+(a killed holder's lock lasts 61 s, and a live worker retries taking it
+only at its maintenance, every 600 s by default). Recovery only re-enqueues: the
 compare-and-append in the store decides what gets recorded, so a job that is
 recovered twice, or that was not dead after all, is harmless.
 
