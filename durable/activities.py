@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from . import clock
 from .context import ActivityInfo, in_activity
 from .errors import ActivityTimeout, SerializationError
 from .events import ActivityCompleted, ActivityFailedEvent, ActivityRetrying, ActivityScheduled, ErrorInfo, Event
@@ -79,7 +80,7 @@ def run_attempt(scheduled: ActivityScheduled, info: ActivityInfo, now: float | N
         dumps(result, f"the result of activity {scheduled.activity}")  # fail here, not at commit
     except Exception as exc:
         error = ErrorInfo.from_exception(exc)
-        finished = time.time() if now is None else now
+        finished = clock.now() if now is None else now
         retryable = not isinstance(exc, SerializationError) and options.retry.allows_retry(attempt, error.type, exc)
         if retryable:
             retry_at = finished + options.retry.delay(attempt)
@@ -88,7 +89,7 @@ def run_attempt(scheduled: ActivityScheduled, info: ActivityInfo, now: float | N
             )
             return AttemptOutcome([event], retry_at=retry_at)
         return AttemptOutcome([ActivityFailedEvent(seq=seq, time=finished, error=error.to_dict(), attempt=attempt)])
-    return AttemptOutcome([ActivityCompleted(seq=seq, time=time.time() if now is None else now, result=result,
+    return AttemptOutcome([ActivityCompleted(seq=seq, time=clock.now() if now is None else now, result=result,
                                              attempt=attempt)])
 
 

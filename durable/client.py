@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import redis
 
+from . import clock
 from .connection import connect
 from .errors import Cancelled, WorkflowAlreadyExists, WorkflowFailed
 from .events import ErrorInfo, Event, to_dict
@@ -70,7 +71,7 @@ class Client:
         blob = dumps((args, kwargs), f"the arguments of workflow {workflow.name}")
         queue = queue or workflow.queue or DEFAULT_QUEUE
         run_id = uuid.uuid4().hex
-        now = time.time()
+        now = clock.now()
         fields = {
             "path": workflow.path,
             "name": workflow.name,

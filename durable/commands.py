@@ -9,11 +9,36 @@ command exposes both.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-__all__ = ["RetryPolicy", "ActivityOptions", "Command", "ActivityCall", "StartTimer", "sleep", "sleep_until"]
+__all__ = [
+    "RetryPolicy",
+    "ActivityOptions",
+    "Command",
+    "ActivityCall",
+    "StartTimer",
+    "WaitSignal",
+    "StartChild",
+    "RecordValue",
+    "Patched",
+    "ContinueAsNew",
+    "AllOf",
+    "AnyOf",
+    "sleep",
+    "sleep_until",
+    "wait_signal",
+    "all_of",
+    "any_of",
+    "now",
+    "uuid4",
+    "random",
+    "side_effect",
+    "patched",
+    "continue_as_new",
+]
 
 
 @dataclass(frozen=True)
@@ -142,3 +167,157 @@ def sleep_until(when: datetime) -> StartTimer:
             "a naive one is ambiguous across workers in different time zones"
         )
     return StartTimer(until=when.timestamp())
+
+
+@dataclass(frozen=True)
+class WaitSignal(Command):
+    """Resume with the payload of the next signal ``signal``, or ``None`` after ``timeout`` seconds."""
+
+    kind: ClassVar[str] = "signal"
+    signal: str
+    timeout: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.signal
+
+
+@dataclass(frozen=True)
+class StartChild(Command):
+    """Run the workflow registered at ``workflow`` as a child; resume with its result."""
+
+    kind: ClassVar[str] = "child"
+    workflow: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    workflow_id: str | None = None
+    queue: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.workflow
+
+
+@dataclass(frozen=True)
+class RecordValue(Command):
+    """A value computed once in the worker (``now``, ``uuid4``, ``random``, ``side_effect``)
+    and replayed from history ever after."""
+
+    kind: ClassVar[str] = "value"
+    what: str
+    fn: Callable[..., Any] | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.what
+
+
+@dataclass(frozen=True)
+class Patched(Command):
+    """``True`` on code paths that reach it live, ``False`` when replaying older history."""
+
+    kind: ClassVar[str] = "patch"
+    change_id: str
+
+    @property
+    def name(self) -> str:
+        return self.change_id
+
+
+@dataclass(frozen=True)
+class ContinueAsNew(Command):
+    """End this run and start a fresh one of the same workflow id with these arguments."""
+
+    kind: ClassVar[str] = "continue"
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+WAITABLE = (ActivityCall, StartTimer, WaitSignal, StartChild)
+
+
+def _check_children(what: str, commands: tuple[Any, ...]) -> tuple[Command, ...]:
+    for command in commands:
+        if not isinstance(command, (*WAITABLE, AllOf, AnyOf)):
+            raise TypeError(
+                f"durable.{what}() takes activity calls, child workflows, durable.sleep(...), "
+                f"durable.wait_signal(...) or nested all_of/any_of, not {command!r:.80}"
+            )
+    return commands
+
+
+@dataclass(frozen=True)
+class AllOf(Command):
+    """Resume when every child is done, with their results in argument order; the
+    first child to fail (in history order) raises at the ``yield``."""
+
+    kind: ClassVar[str] = "all_of"
+    children: tuple[Command, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf(Command):
+    """Resume with ``(index, result)`` of the first child to finish (in history order)."""
+
+    kind: ClassVar[str] = "any_of"
+    children: tuple[Command, ...]
+
+
+def wait_signal(name: str, timeout: float | timedelta | None = None) -> WaitSignal:
+    """Wait for the next signal ``name`` (buffered if it came earlier); ``None`` on timeout."""
+    if not isinstance(name, str) or not name:
+        raise TypeError("durable.wait_signal needs a signal name (a non-empty string)")
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    if seconds is not None and (not isinstance(seconds, (int, float)) or seconds < 0 or math.isnan(seconds)):
+        raise ValueError(f"durable.wait_signal timeout must be >= 0 seconds or None, not {timeout!r}")
+    return WaitSignal(name, None if seconds is None else float(seconds))
+
+
+def all_of(*commands: Command) -> AllOf:
+    """Fan out: run the commands concurrently; ``yield`` returns the list of their results."""
+    return AllOf(_check_children("all_of", commands))
+
+
+def any_of(*commands: Command) -> AnyOf:
+    """Race: ``yield`` returns ``(index, result)`` of the first command to finish."""
+    if not commands:
+        raise ValueError("durable.any_of() needs at least one command to wait for")
+    return AnyOf(_check_children("any_of", commands))
+
+
+def now() -> RecordValue:
+    """``yield durable.now()``: the current UTC time as an aware datetime, fixed at first execution."""
+    return RecordValue("now")
+
+
+def uuid4() -> RecordValue:
+    """``yield durable.uuid4()``: a random UUID, fixed at first execution."""
+    return RecordValue("uuid4")
+
+
+def random() -> RecordValue:
+    """``yield durable.random()``: a float in [0, 1), fixed at first execution."""
+    return RecordValue("random")
+
+
+def side_effect(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> RecordValue:
+    """``yield durable.side_effect(fn, ...)``: ``fn``'s result, computed once in the worker and
+    replayed after. For quick, local, non-failing reads; anything that can fail belongs in an activity."""
+    if not callable(fn):
+        raise TypeError(f"durable.side_effect takes a callable, not {fn!r:.80}")
+    return RecordValue(f"side_effect:{getattr(fn, '__qualname__', type(fn).__name__)}", fn, args, kwargs)
+
+
+def patched(change_id: str) -> Patched:
+    """``if (yield durable.patched("id")):`` new code; ``else:`` the old code, for runs recorded before it."""
+    if not isinstance(change_id, str) or not change_id:
+        raise TypeError("durable.patched needs a change id (a non-empty string)")
+    return Patched(change_id)
+
+
+def continue_as_new(*args: Any, **kwargs: Any) -> ContinueAsNew:
+    """``yield durable.continue_as_new(...)``: restart this workflow id with new arguments and an
+    empty history (the way to loop forever in bounded memory)."""
+    return ContinueAsNew(args, kwargs)

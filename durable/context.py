@@ -11,8 +11,9 @@ import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["WorkflowInfo", "ActivityInfo", "workflow_info", "activity_info"]
+__all__ = ["WorkflowInfo", "ActivityInfo", "workflow_info", "activity_info", "set_status", "RunState"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,14 @@ class ActivityInfo:
         return f"{self.workflow_id}:{self.run_id}:{self.seq}"
 
 
+class RunState:
+    """What workflow code may change about its run besides yielding: the custom status."""
+
+    def __init__(self) -> None:
+        self.custom_status: Any = None
+
+
+_run: contextvars.ContextVar[RunState | None] = contextvars.ContextVar("durable_run", default=None)
 _workflow: contextvars.ContextVar[WorkflowInfo | None] = contextvars.ContextVar("durable_workflow", default=None)
 _activity: contextvars.ContextVar[ActivityInfo | None] = contextvars.ContextVar("durable_activity", default=None)
 
@@ -65,12 +74,23 @@ def activity_info() -> ActivityInfo:
     return info
 
 
+def set_status(value: Any) -> None:
+    """Publish a small picklable value about the workflow's progress; ``handle.status().custom``
+    reports it. Call it from workflow code (not yielded): replay sets it again, deterministically."""
+    state = _run.get()
+    if state is None:
+        raise RuntimeError("durable.set_status() is only available inside workflow code run by durable")
+    state.custom_status = value
+
+
 @contextmanager
-def in_workflow(info: WorkflowInfo) -> Iterator[None]:
+def in_workflow(info: WorkflowInfo, state: RunState | None = None) -> Iterator[None]:
     token = _workflow.set(info)
+    run_token = _run.set(state)
     try:
         yield
     finally:
+        _run.reset(run_token)
         _workflow.reset(token)
 
 

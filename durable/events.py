@@ -17,7 +17,16 @@ from typing import Any, ClassVar
 
 import cloudpickle
 
-from .commands import ActivityCall, ActivityOptions, Command, RetryPolicy, StartTimer
+from .commands import (
+    ActivityCall,
+    ActivityOptions,
+    Command,
+    Patched,
+    RetryPolicy,
+    StartChild,
+    StartTimer,
+    WaitSignal,
+)
 from .errors import describe_exception
 
 __all__ = [
@@ -32,6 +41,17 @@ __all__ = [
     "TimerFired",
     "WorkflowCompleted",
     "WorkflowFailedEvent",
+    "SignalWaitStarted",
+    "SignalReceived",
+    "ChildStarted",
+    "ChildCompleted",
+    "ChildFailed",
+    "ValueRecorded",
+    "MarkerRecorded",
+    "CancelRequested",
+    "WorkflowCancelled",
+    "WorkflowContinued",
+    "TERMINAL_EVENTS",
     "to_dict",
     "from_dict",
     "command_event",
@@ -179,6 +199,125 @@ class WorkflowFailedEvent(Event):
         return ErrorInfo.from_dict(self.error)
 
 
+@dataclass(frozen=True)
+class SignalWaitStarted(Event):
+    """The workflow waits for signal ``signal``; ``timeout_at`` fires ``timer_fired`` for this seq."""
+
+    type: ClassVar[str] = "signal_wait_started"
+    schedules: ClassVar[bool] = True
+    kind: ClassVar[str] = "signal"
+    signal: str = ""
+    timeout_at: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.signal
+
+    @property
+    def fire_at(self) -> float | None:
+        return self.timeout_at
+
+
+@dataclass(frozen=True)
+class SignalReceived(Event):
+    """A signal arrived. Its place in history decides which wait receives it."""
+
+    type: ClassVar[str] = "signal_received"
+    signal: str = ""
+    payload: Any = None
+
+
+@dataclass(frozen=True)
+class ChildStarted(Event):
+    type: ClassVar[str] = "child_started"
+    schedules: ClassVar[bool] = True
+    kind: ClassVar[str] = "child"
+    workflow: str = ""
+    workflow_id: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.workflow
+
+
+@dataclass(frozen=True)
+class ChildCompleted(Event):
+    type: ClassVar[str] = "child_completed"
+    resolves: ClassVar[bool] = True
+    workflow_id: str = ""
+    parent_run: str = ""
+    result: Any = None
+
+
+@dataclass(frozen=True)
+class ChildFailed(Event):
+    type: ClassVar[str] = "child_failed"
+    resolves: ClassVar[bool] = True
+    workflow_id: str = ""
+    parent_run: str = ""
+    error: dict[str, Any] = field(default_factory=dict)
+
+    def error_info(self) -> ErrorInfo:
+        return ErrorInfo.from_dict(self.error)
+
+
+@dataclass(frozen=True)
+class ValueRecorded(Event):
+    """``now()``, ``uuid4()``, ``random()`` or ``side_effect()``: recorded and answered at once."""
+
+    type: ClassVar[str] = "value_recorded"
+    schedules: ClassVar[bool] = True
+    resolves: ClassVar[bool] = True
+    kind: ClassVar[str] = "value"
+    what: str = ""
+    value: Any = None
+    error: dict[str, Any] | None = None  # side_effect() raised: re-raised at the yield
+
+    @property
+    def name(self) -> str:
+        return self.what
+
+
+@dataclass(frozen=True)
+class MarkerRecorded(Event):
+    """``patched(change_id)`` reached live: runs recorded from here on take the new path."""
+
+    type: ClassVar[str] = "marker_recorded"
+    schedules: ClassVar[bool] = True
+    resolves: ClassVar[bool] = True
+    kind: ClassVar[str] = "patch"
+    change_id: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.change_id
+
+
+@dataclass(frozen=True)
+class CancelRequested(Event):
+    """Someone asked to cancel; ``Cancelled`` is raised at the yield pending at this point."""
+
+    type: ClassVar[str] = "cancel_requested"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class WorkflowCancelled(Event):
+    type: ClassVar[str] = "workflow_cancelled"
+
+
+@dataclass(frozen=True)
+class WorkflowContinued(Event):
+    """This run ended with ``continue_as_new``; ``new_run`` goes on with ``args``/``kwargs``."""
+
+    type: ClassVar[str] = "workflow_continued"
+    new_run: str = ""
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+TERMINAL_EVENTS = (WorkflowCompleted, WorkflowFailedEvent, WorkflowCancelled, WorkflowContinued)
+
 _TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -190,6 +329,16 @@ _TYPES: dict[str, type[Event]] = {
         TimerFired,
         WorkflowCompleted,
         WorkflowFailedEvent,
+        SignalWaitStarted,
+        SignalReceived,
+        ChildStarted,
+        ChildCompleted,
+        ChildFailed,
+        ValueRecorded,
+        MarkerRecorded,
+        CancelRequested,
+        WorkflowCancelled,
+        WorkflowContinued,
     )
 }
 
@@ -232,8 +381,12 @@ def options_from_dict(data: dict[str, Any]) -> ActivityOptions:
     )
 
 
-def command_event(seq: int, command: Command, now: float) -> Event:
-    """The event that records ``command`` as issued at sequence ``seq``."""
+def command_event(seq: int, command: Command, now: float, *, child_id: str = "") -> Event:
+    """The event that records ``command`` as issued at sequence ``seq``.
+
+    Values (``RecordValue``) are computed by the runtime, which builds their
+    ``ValueRecorded`` itself; everything else is recorded here.
+    """
     if isinstance(command, ActivityCall):
         return ActivityScheduled(
             seq=seq,
@@ -245,4 +398,11 @@ def command_event(seq: int, command: Command, now: float) -> Event:
         )
     if isinstance(command, StartTimer):
         return TimerStarted(seq=seq, time=now, fire_at=command.deadline(now))
+    if isinstance(command, WaitSignal):
+        timeout_at = None if command.timeout is None else now + command.timeout
+        return SignalWaitStarted(seq=seq, time=now, signal=command.signal, timeout_at=timeout_at)
+    if isinstance(command, StartChild):
+        return ChildStarted(seq=seq, time=now, workflow=command.workflow, workflow_id=child_id)
+    if isinstance(command, Patched):
+        return MarkerRecorded(seq=seq, time=now, change_id=command.change_id)
     raise TypeError(f"no event records a {type(command).__name__}")

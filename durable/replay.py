@@ -1,66 +1,122 @@
 """The replay engine: history in, decision out. Pure: no Redis, no RQ, no clock.
 
-A workflow is a generator. Every value it yields is a command and gets the
-next sequence number (0, 1, 2, ...). History holds, per sequence number, the
-event that recorded the command (``schedules``) and, once known, the event that
-answered it (``resolves``). Driving a fresh generator through that history
-rebuilds its exact state: each yielded command must match the recorded one
-(same kind and name) and receives the recorded answer, until the generator
-asks for something history does not have yet. That is the decision returned:
-``schedule`` a new command, ``wait`` for an answer, ``complete`` or ``fail``.
+A workflow is a generator. Every leaf command it yields (an activity, a timer,
+a signal wait, a child, a recorded value, a patch marker) gets the next
+sequence number; ``all_of``/``any_of`` number their leaves depth first. History
+holds, per sequence number, the event that recorded the command (``schedules``)
+and the event that answered it (``resolves``); signals and cancel requests are
+placed in history by position. Driving a fresh generator through that history
+rebuilds its exact state:
+
+- each yielded command must match what history recorded at its sequence number
+  (same kind and name), else ``NonDeterminismError``;
+- what the generator is suspended on is answered by the *earliest* event, by
+  history position, that answers it: an activity's outcome, a fired timer, the
+  first buffered signal of that name (or the wait's timeout), a child's end;
+  for ``all_of`` the last of its children (or the first failure), for
+  ``any_of`` the first;
+- a cancel request earlier in history than that answer wins, and ``Cancelled``
+  is raised at the ``yield`` instead.
+
+The walk stops at the first thing history cannot answer, and that is the
+decision: ``schedule`` new commands, ``wait``, or the run's end (``complete``,
+``fail``, ``cancelled``, ``continue``). Because every choice depends only on
+history order, a replay makes the same choices the live run made.
 
 The engine is incremental: ``feed`` more events and ``step`` again, and only
-the new events are applied. That is what lets a worker keep a live generator
-between steps and pay O(new events) instead of O(history).
+the new events are applied.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .commands import Command
-from .context import WorkflowInfo, in_workflow
-from .errors import ActivityFailed, NonDeterminismError
+from .commands import AllOf, AnyOf, Command, ContinueAsNew, Patched, WaitSignal
+from .context import RunState, WorkflowInfo, in_workflow
+from .errors import ActivityFailed, Cancelled, NonDeterminismError, WorkflowFailed
 from .events import (
     ActivityCompleted,
     ActivityFailedEvent,
+    CancelRequested,
+    ChildCompleted,
+    ChildFailed,
     ErrorInfo,
     Event,
+    MarkerRecorded,
+    SignalReceived,
     TimerFired,
+    ValueRecorded,
+    WorkflowCancelled,
     WorkflowCompleted,
+    WorkflowContinued,
     WorkflowFailedEvent,
 )
 
 __all__ = ["Decision", "Replayer"]
 
-DecisionKind = Literal["schedule", "wait", "complete", "fail"]
+DecisionKind = Literal["schedule", "wait", "complete", "fail", "cancelled", "continue"]
 
 
 @dataclass(frozen=True)
 class Decision:
     """What the runtime must do next for a workflow.
 
-    ``schedule``: record ``command`` at ``seq`` and dispatch it. ``wait``: the
-    generator is suspended on ``seq``, whose answer is not in history yet.
-    ``complete``: the workflow returned ``result``. ``fail``: it raised
-    ``error``.
+    ``schedule``: record and dispatch ``new`` (``(seq, command)`` pairs).
+    ``wait``: suspended on ``waiting`` seqs whose answers are not in history.
+    ``complete``: returned ``result``. ``fail``/``cancelled``: ended with ``error``.
+    ``continue``: ``continue_as_new(*args, **kwargs)``.
     """
 
     kind: DecisionKind
-    seq: int = -1
-    command: Command | None = None
+    new: tuple[tuple[int, Command], ...] = ()
+    waiting: tuple[int, ...] = ()
     result: Any = None
     error: ErrorInfo | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 _FIX_HINT = (
     "Workflow code must yield the same commands in the same order on every replay: move time, "
-    "randomness and I/O into activities, and keep the old code path for runs started before the change "
-    "(or let them finish before deploying it)."
+    "randomness and I/O into activities or durable.now()/uuid4()/random()/side_effect(), and guard "
+    "changed code with `if (yield durable.patched('change-id')):` so runs recorded before the change keep "
+    "their old path (or let them finish before deploying it)."
 )
+
+_TERMINAL_KIND = {
+    WorkflowCompleted: "complete",
+    WorkflowFailedEvent: "fail",
+    WorkflowCancelled: "cancelled",
+    WorkflowContinued: "continue",
+}
+
+
+@dataclass
+class _Node:
+    """What the generator waits on: a leaf with a seq, or a composite of nodes."""
+
+    command: Command
+    seq: int = -1
+    children: list[_Node] = field(default_factory=list)
+
+    def leaves(self) -> Iterator[_Node]:
+        if self.children or isinstance(self.command, (AllOf, AnyOf)):
+            for child in self.children:
+                yield from child.leaves()
+        else:
+            yield self
+
+
+@dataclass
+class _Answer:
+    index: int  # history position that decided it
+    ok: bool
+    value: Any  # the result, or the exception to raise
+    signals: list[tuple[str, int]] = field(default_factory=list)  # signals it consumes
 
 
 class Replayer:
@@ -82,20 +138,28 @@ class Replayer:
         self._workflow_id = workflow_id
         self._run_id = run_id
         self._name = name or getattr(func, "__qualname__", "workflow")
+        self._state = RunState()
         self._gen: Generator[Any, Any, Any] | None = None
         self._scheduled: dict[int, Event] = {}
-        self._resolved: dict[int, tuple[int, Event]] = {}  # seq -> (history index, event)
+        self._answers: dict[int, tuple[int, Event]] = {}
+        self._signals: dict[str, list[tuple[int, Any]]] = {}
+        self._cancels: deque[int] = deque()
         self._terminal: Event | None = None
         self._length = 0
         self._last_command_index = -1
         self._next_seq = 0
-        self._pending: tuple[int, Command] | None = None
+        self._pending: _Node | None = None
         self._outcome: Decision | None = None
 
     @property
     def history_length(self) -> int:
         """How many history events this replayer has been fed."""
         return self._length
+
+    @property
+    def custom_status(self) -> Any:
+        """The last value workflow code passed to ``durable.set_status``."""
+        return self._state.custom_status
 
     def feed(self, events: Iterable[Event]) -> None:
         """Add history events, in history order, after those already fed."""
@@ -105,9 +169,15 @@ class Replayer:
             if event.schedules:
                 self._scheduled[event.seq] = event
                 self._last_command_index = index
-            elif event.resolves:
-                self._resolved.setdefault(event.seq, (index, event))
-            elif isinstance(event, (WorkflowCompleted, WorkflowFailedEvent)):
+            if event.resolves:
+                if isinstance(event, (ChildCompleted, ChildFailed)) and event.parent_run not in ("", self._run_id):
+                    continue  # the answer of a child started by an earlier run
+                self._answers.setdefault(event.seq, (index, event))
+            elif isinstance(event, SignalReceived):
+                self._signals.setdefault(event.signal, []).append((index, event.payload))
+            elif isinstance(event, CancelRequested):
+                self._cancels.append(index)
+            elif isinstance(event, tuple(_TERMINAL_KIND)):
                 self._terminal = event
                 self._last_command_index = index
 
@@ -120,107 +190,211 @@ class Replayer:
         """
         if self._gen is None and self._outcome is None:
             self._gen = self._func(*self._args, **self._kwargs)
-            gen = self._gen
-            self._resume(lambda: gen.send(None), replaying=self._last_command_index >= 0)
+            self._resume(functools.partial(self._gen.send, None), replaying=self._last_command_index >= 0)
         while self._outcome is None:
-            assert self._pending is not None and self._gen is not None
-            seq, command = self._pending
-            recorded = self._scheduled.get(seq)
-            if recorded is None:
+            node = self._pending
+            assert node is not None
+            leaves = list(node.leaves())
+            new: list[tuple[int, Command]] = []
+            for leaf in leaves:
+                recorded = self._scheduled.get(leaf.seq)
+                if recorded is None:
+                    new.append((leaf.seq, leaf.command))
+                else:
+                    self._match(leaf.seq, leaf.command, recorded)
+            if new:
                 if self._terminal is not None:
+                    seq, command = new[0]
                     raise NonDeterminismError(
-                        f"workflow {self._name!r} ({self._workflow_id}) is not deterministic at sequence {seq}: "
-                        f"history recorded that the workflow ended there, but the code now yields "
-                        f"{command.describe()}. {_FIX_HINT}"
+                        f"{self._what()} is not deterministic at sequence {seq}: history recorded that the "
+                        f"workflow ended there, but the code now yields {command.describe()}. {_FIX_HINT}"
                     )
-                return Decision("schedule", seq, command)
-            self._match(seq, command, recorded)
-            answer = self._resolved.get(seq)
+                if self._cancels:  # cancelled before these were recorded: they never will be
+                    self._cancel(leaves)
+                    continue
+                return Decision("schedule", new=tuple(new))
+            answer = self._answer(node, {})
+            if self._cancels and (answer is None or self._cancels[0] < answer.index):
+                self._cancel(leaves)
+                continue
             if answer is None:
-                return Decision("wait", seq, command)
-            index, event = answer
-            del self._scheduled[seq]
-            del self._resolved[seq]
-            self._pending = None
-            self._answer(event, replaying=index < self._last_command_index)
+                return Decision("wait", waiting=tuple(leaf.seq for leaf in leaves))
+            self._consume(answer, leaves)
+            gen = self._gen
+            assert gen is not None
+            action = functools.partial(gen.send if answer.ok else gen.throw, answer.value)
+            self._resume(action, replaying=answer.index < self._last_command_index)
         return self._finish(self._outcome)
 
-    def _answer(self, event: Event, *, replaying: bool) -> None:
+    # -- answering ---------------------------------------------------------------
+    def _answer(self, node: _Node, cursor: dict[str, int]) -> _Answer | None:
+        """The earliest-in-history answer to ``node``, or None; ``cursor`` tracks signals
+        tentatively taken by earlier leaves of the same composite."""
+        command = node.command
+        if isinstance(command, AllOf):
+            answers = [self._answer(child, cursor) for child in node.children]
+            failures = [a for a in answers if a is not None and not a.ok]
+            if failures:
+                first = min(failures, key=lambda a: a.index)
+                taken = [s for a in answers if a is not None and a.index <= first.index for s in a.signals]
+                return _Answer(first.index, False, first.value, taken)
+            if any(a is None for a in answers):
+                return None
+            done = [a for a in answers if a is not None]
+            return _Answer(max(a.index for a in done), True, [a.value for a in done],
+                           [s for a in done for s in a.signals])
+        if isinstance(command, AnyOf):
+            answers = [self._answer(child, cursor) for child in node.children]
+            ready = [(a.index, i, a) for i, a in enumerate(answers) if a is not None]
+            if not ready:
+                return None
+            index, position, first = min(ready, key=lambda item: (item[0], item[1]))
+            value = (position, first.value) if first.ok else first.value
+            return _Answer(index, first.ok, value, first.signals)
+        if isinstance(command, WaitSignal):
+            queue = self._signals.get(command.signal, [])
+            position = cursor.get(command.signal, 0)
+            timeout = self._answers.get(node.seq)
+            if position < len(queue) and (timeout is None or queue[position][0] < timeout[0]):
+                cursor[command.signal] = position + 1
+                index, payload = queue[position]
+                return _Answer(index, True, payload, [(command.signal, index)])
+            return _Answer(timeout[0], True, None) if timeout is not None else None
+        found = self._answers.get(node.seq)
+        if found is None:
+            return None
+        index, event = found
+        ok, value = self._outcome_of(node.seq, event)
+        return _Answer(index, ok, value)
+
+    def _outcome_of(self, seq: int, event: Event) -> tuple[bool, Any]:
+        if isinstance(event, ActivityCompleted):
+            return True, event.result
+        if isinstance(event, ActivityFailedEvent):
+            info = event.error_info()
+            activity = getattr(self._scheduled.get(seq), "activity", "?")
+            return False, ActivityFailed(activity, info.type, info.message, info.traceback, info.exception,
+                                         event.attempt)
+        if isinstance(event, ChildCompleted):
+            return True, event.result
+        if isinstance(event, ChildFailed):
+            info = event.error_info()
+            return False, WorkflowFailed(event.workflow_id, info.type, info.message, info.traceback)
+        if isinstance(event, ValueRecorded):
+            if event.error is not None:
+                info = ErrorInfo.from_dict(event.error)
+                return False, info.exception or RuntimeError(f"{event.what} raised {info.type}: {info.message}")
+            return True, event.value
+        if isinstance(event, MarkerRecorded):
+            return True, True
+        if isinstance(event, TimerFired):
+            return True, None
+        raise TypeError(f"cannot answer a command with {type(event).__name__}")  # pragma: no cover
+
+    def _consume(self, answer: _Answer, leaves: list[_Node]) -> None:
+        for name, index in answer.signals:
+            self._signals[name] = [item for item in self._signals[name] if item[0] != index]
+        self._drop(leaves)
+
+    def _drop(self, leaves: list[_Node]) -> None:
+        """Forget the leaves the generator no longer waits on (answered, lost a race, cancelled)."""
+        for leaf in leaves:
+            self._scheduled.pop(leaf.seq, None)
+            self._answers.pop(leaf.seq, None)
+        self._pending = None
+
+    def _cancel(self, leaves: list[_Node]) -> None:
+        index = self._cancels.popleft()
+        self._drop(leaves)
         gen = self._gen
         assert gen is not None
-        if isinstance(event, ActivityCompleted):
-            value = event.result
-            self._resume(lambda: gen.send(value), replaying=replaying)
-        elif isinstance(event, ActivityFailedEvent):
-            info = event.error_info()
-            exc = ActivityFailed(
-                self._activity_name(event.seq), info.type, info.message, info.traceback, info.exception, event.attempt
-            )
-            self._resume(lambda: gen.throw(exc), replaying=replaying)
-        elif isinstance(event, TimerFired):
-            self._resume(lambda: gen.send(None), replaying=replaying)
-        else:  # pragma: no cover - feed() only indexes resolving events
-            raise TypeError(f"cannot answer a command with {type(event).__name__}")
+        error = Cancelled(f"workflow {self._workflow_id!r} was cancelled")
+        self._resume(functools.partial(gen.throw, error), replaying=index < self._last_command_index)
 
-    def _activity_name(self, seq: int) -> str:
-        recorded = self._scheduled.get(seq)
-        return getattr(recorded, "activity", "?")
-
+    # -- running workflow code -----------------------------------------------------
     def _resume(self, action: Callable[[], Any], *, replaying: bool) -> None:
         """Run workflow code until its next yield, and note what it asked for."""
         info = WorkflowInfo(self._workflow_id, self._run_id, self._name, replaying)
         gen = self._gen
         assert gen is not None
-        with in_workflow(info):
+        with in_workflow(info, self._state):
             while True:
                 try:
                     value = action()
                 except StopIteration as stop:
                     self._outcome = Decision("complete", result=stop.value)
                     return
+                except Cancelled as exc:
+                    self._outcome = Decision("cancelled", error=ErrorInfo.from_exception(exc))
+                    return
                 except Exception as exc:  # the workflow's own error: it fails the workflow
                     self._outcome = Decision("fail", error=ErrorInfo.from_exception(exc))
                     return
+                if isinstance(value, ContinueAsNew):
+                    self._outcome = Decision("continue", args=value.args, kwargs=value.kwargs)
+                    return
+                if isinstance(value, Patched) and self._patch_predates(value):
+                    action = functools.partial(gen.send, False)
+                    continue
+                if isinstance(value, AllOf) and not value.children:
+                    action = functools.partial(gen.send, [])
+                    continue
                 if isinstance(value, Command):
-                    self._pending = (self._next_seq, value)
-                    self._next_seq += 1
+                    self._pending = self._build(value)
                     return
                 bad = TypeError(
-                    f"a workflow may only yield durable commands (an activity call, durable.sleep(...)), "
+                    f"a workflow may only yield durable commands (an activity call, durable.sleep(...), ...), "
                     f"not {type(value).__name__}: {value!r:.80}"
                 )
                 action = functools.partial(gen.throw, bad)  # thrown at the offending yield
+
+    def _patch_predates(self, command: Patched) -> bool:
+        """True when history at this point was recorded by code without the patch."""
+        recorded = self._scheduled.get(self._next_seq)
+        if isinstance(recorded, MarkerRecorded) and recorded.change_id == command.change_id:
+            return False
+        return recorded is not None or self._terminal is not None
+
+    def _build(self, command: Command) -> _Node:
+        if isinstance(command, (AllOf, AnyOf)):
+            return _Node(command, children=[self._build(child) for child in command.children])
+        node = _Node(command, seq=self._next_seq)
+        self._next_seq += 1
+        return node
+
+    # -- checks --------------------------------------------------------------------------
+    def _what(self) -> str:
+        return f"workflow {self._name!r} ({self._workflow_id})"
 
     def _match(self, seq: int, command: Command, recorded: Event) -> None:
         rec_kind = getattr(recorded, "kind", recorded.type)
         rec_name = getattr(recorded, "name", rec_kind)
         if rec_kind != command.kind or rec_name != command.name:
             raise NonDeterminismError(
-                f"workflow {self._name!r} ({self._workflow_id}) is not deterministic at sequence {seq}: "
-                f"history recorded {rec_kind} {rec_name} but the code now yields {command.describe()}. {_FIX_HINT}"
+                f"{self._what()} is not deterministic at sequence {seq}: history recorded {rec_kind} {rec_name} "
+                f"but the code now yields {command.describe()}. {_FIX_HINT}"
             )
 
     def _finish(self, outcome: Decision) -> Decision:
-        """Check that history has nothing the finished code never reached."""
+        """Check that history has nothing the finished code never reached, and the same ending."""
         leftover = sorted(self._scheduled)
         if leftover:
             seq = leftover[0]
             recorded = self._scheduled[seq]
+            ending = {"complete": "returns", "continue": "continues as new"}.get(outcome.kind, "raises")
             raise NonDeterminismError(
-                f"workflow {self._name!r} ({self._workflow_id}) is not deterministic at sequence {seq}: "
-                f"history recorded {getattr(recorded, 'kind', '?')} {getattr(recorded, 'name', '?')} but the code "
-                f"now {'returns' if outcome.kind == 'complete' else 'raises'} before yielding it. {_FIX_HINT}"
+                f"{self._what()} is not deterministic at sequence {seq}: history recorded "
+                f"{getattr(recorded, 'kind', '?')} {getattr(recorded, 'name', '?')} but the code now {ending} "
+                f"before yielding it. {_FIX_HINT}"
             )
         terminal = self._terminal
-        if isinstance(terminal, WorkflowCompleted) and outcome.kind != "complete":
-            assert outcome.error is not None
-            raise NonDeterminismError(
-                f"workflow {self._name!r} ({self._workflow_id}) is not deterministic: history recorded that it "
-                f"completed, but the code now raises {outcome.error.type}: {outcome.error.message}. {_FIX_HINT}"
-            )
-        if isinstance(terminal, WorkflowFailedEvent) and outcome.kind != "fail":
-            raise NonDeterminismError(
-                f"workflow {self._name!r} ({self._workflow_id}) is not deterministic: history recorded that it "
-                f"failed with {terminal.error_info().type}, but the code now returns normally. {_FIX_HINT}"
-            )
+        if terminal is not None:
+            expected = _TERMINAL_KIND[type(terminal)]  # type: ignore[index]
+            if expected != outcome.kind:
+                plain = {"complete": "a normal return", "continue": "continue_as_new"}
+                detail = f"{outcome.error.type}: {outcome.error.message}" if outcome.error else plain[outcome.kind]
+                raise NonDeterminismError(
+                    f"{self._what()} is not deterministic: history recorded that it ended with "
+                    f"{terminal.type}, but the code now ends with {detail}. {_FIX_HINT}"
+                )
         return outcome

@@ -6,7 +6,8 @@ Three jobs, all found by RQ through their import path:
 - ``run_activity(id, run, seq, attempt)``: run one attempt of a queued
   activity (or the retry of an inline one), record its outcome and, in the
   same job and the same commit, continue the workflow: no second hop.
-- ``fire_timer(id, run, seq)``: record that a durable timer fired, and continue.
+- ``fire_timer(id, run, seq)``: record that a durable timer (or a signal
+  wait's timeout) fired, and continue.
 
 Every job is safe to run twice or concurrently: each one replays, decides,
 and commits with a compare-and-append (``Store.commit``). If another runner
@@ -16,39 +17,49 @@ committed first, the loser replays again and finds its work already recorded.
 from __future__ import annotations
 
 import logging
-import time
+import os
+import random as _random
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from rq import get_current_job
 
+from . import clock
 from .activities import AttemptOutcome, run_attempt
-from .commands import ActivityCall, StartTimer
+from .commands import ActivityCall, Command, Patched, RecordValue, StartChild, StartTimer, WaitSignal
 from .context import ActivityInfo
-from .errors import NonDeterminismError, SerializationError
+from .errors import NonDeterminismError, SerializationError, WorkflowAlreadyExists
 from .events import (
     ActivityRetrying,
     ActivityScheduled,
+    CancelRequested,
+    ChildCompleted,
+    ChildFailed,
     ErrorInfo,
     Event,
     TimerFired,
-    TimerStarted,
+    ValueRecorded,
+    WorkflowCancelled,
     WorkflowCompleted,
+    WorkflowContinued,
     WorkflowFailedEvent,
     command_event,
 )
 from .registry import resolve
 from .replay import Decision, Replayer
 from .serialization import dumps, loads
-from .store import TERMINAL, Dispatch, Meta, Store
+from .store import TERMINAL, Delivery, Dispatch, Meta, NewRun, NewWorkflow, Store, validate_workflow_id
 
-__all__ = ["advance", "run_activity", "fire_timer", "advance_dispatch", "Step"]
+__all__ = ["advance", "run_activity", "fire_timer", "advance_dispatch", "Step", "KEEP_RUNS_ENV"]
 
 log = logging.getLogger("durable.runtime")
 
 ADVANCE = "durable.runtime.advance"
 RUN_ACTIVITY = "durable.runtime.run_activity"
 FIRE_TIMER = "durable.runtime.fire_timer"
+KEEP_RUNS_ENV = "DURABLE_KEEP_RUNS"
 
 # A commit loses only when another runner wrote to the same history meanwhile;
 # each loss means progress elsewhere, so a bounded number of rounds suffices.
@@ -83,12 +94,15 @@ def fire_timer(workflow_id: str, run_id: str, seq: int) -> None:
 
 @dataclass
 class _Round:
-    """One attempt at committing: what to append and enqueue on top of ``length`` events."""
+    """One attempt at committing: what to write on top of ``length`` history events."""
 
     length: int
     events: list[Event] = field(default_factory=list)
     dispatch: list[Dispatch] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    children: list[NewWorkflow] = field(default_factory=list)
+    deliver: list[Delivery] = field(default_factory=list)
+    new_run: NewRun | None = None
     notify: str | None = None
 
 
@@ -109,9 +123,10 @@ class Step:
         self.run_id = run_id
         self.activity = activity
         self.timer = timer
-        # Attempts already run by this job, kept across commit conflicts so that a
-        # lost race never runs the same side effect twice in one job.
+        # Attempts and values already produced by this job, kept across commit conflicts
+        # so that a lost race never runs the same side effect twice in one job.
         self._attempts: dict[tuple[int, int], AttemptOutcome] = {}
+        self._values: dict[int, ValueRecorded] = {}
 
     def run(self) -> None:
         for _ in range(MAX_ROUNDS):
@@ -127,6 +142,8 @@ class Step:
         meta, history = self.store.load(self.workflow_id)
         if meta is None or meta.run_id != self.run_id or meta.status in TERMINAL:
             return True  # gone, a newer run, or finished: a stale job has nothing to do
+        if meta.cancel_requested:
+            self._cancel_children()
         try:
             replayer = self._replayer(meta)
         except Exception as exc:
@@ -138,12 +155,9 @@ class Step:
         own = self._own_contribution(meta, history)
         if own is None:
             return True
-        if own:
-            work.events += own.events
-            work.dispatch += own.dispatch
-            if not own.events or not own.events[-1].resolves:
-                return self._commit(work)  # a retry was scheduled: nothing new for the workflow
-            replayer.feed(own.events)
+        work.events += own.events
+        work.dispatch += own.dispatch
+        replayer.feed(own.events)
 
         while True:
             try:
@@ -152,16 +166,17 @@ class Step:
                 self._hold(str(exc))
                 return True
             if decision.kind == "wait":
-                return self._commit(work) if work.events else True
-            if decision.kind in ("complete", "fail"):
-                self._finish(decision, work)
-                return self._commit(work)
-            new = self._schedule(meta, decision, work)
-            replayer.feed(new)
-            if new and isinstance(new[-1], ActivityRetrying):
-                return self._commit(work)  # an inline activity waits for its retry
-            if len(new) > 1:  # an inline activity resolved: commit before going on
-                if not self._commit(work):
+                return self._commit(work, replayer) if work.events or work.dispatch else True
+            if decision.kind != "schedule":
+                self._finish(meta, decision, work)
+                return self._commit(work, replayer)
+            ran_inline = False
+            for seq, command in decision.new:
+                new = self._schedule(meta, seq, command, work)
+                ran_inline |= len(new) > 1 and isinstance(command, ActivityCall)
+                replayer.feed(new)
+            if ran_inline:  # an inline activity ran: commit its result before going on
+                if not self._commit(work, replayer):
                     return False
                 work = _Round(length=work.length + len(work.events))
 
@@ -182,41 +197,95 @@ class Step:
                 history, seq, attempt
             ):
                 return None  # unknown, already answered, or this attempt already recorded: a duplicate job
-            outcome = self._attempt(meta, scheduled, attempt)
+            outcome = self._attempt(scheduled, attempt)
             return _Own(outcome.events, self._retry_dispatch(meta, scheduled, attempt, outcome))
         if self.timer is not None:
-            started = _find(history, self.timer, TimerStarted)
-            if not isinstance(started, TimerStarted) or _resolved(history, self.timer):
+            started = next((e for e in history if e.seq == self.timer and getattr(e, "fire_at", None)), None)
+            if started is None or _resolved(history, self.timer):
                 return None
-            if time.time() < started.fire_at:  # RQ's scheduler can run a job up to ~1 s early
-                self.store.enqueue([self._timer_dispatch(meta, self.timer, started.fire_at)])
+            fire_at = float(getattr(started, "fire_at"))  # noqa: B009 - timers and signal waits both have it
+            if clock.now() < fire_at:  # RQ's scheduler can run a job up to ~1 s early
+                self.store.enqueue([self._timer_dispatch(meta, self.timer, fire_at)])
                 return None
-            return _Own([TimerFired(seq=self.timer, time=time.time())], [])
+            return _Own([TimerFired(seq=self.timer, time=clock.now())], [])
         return _Own([], [])
 
-    def _schedule(self, meta: Meta, decision: Decision, work: _Round) -> list[Event]:
-        """Record a new command; run it now if it is an inline activity. Returns the new events."""
-        command, seq, now = decision.command, decision.seq, time.time()
-        assert command is not None
-        event = command_event(seq, command, now)
-        new: list[Event] = [event]
-        if isinstance(command, ActivityCall) and isinstance(event, ActivityScheduled):
-            if command.options.inline:
-                outcome = self._attempt(meta, event, 1)
-                new += outcome.events
-                work.dispatch += self._retry_dispatch(meta, event, 1, outcome)
-            else:
-                queue = command.options.queue or meta.queue
-                work.dispatch.append(
-                    Dispatch(RUN_ACTIVITY, (self.workflow_id, self.run_id, seq, 1), queue,
-                             description=f"durable activity {command.activity} for {self.workflow_id}#{seq}")
-                )
-        elif isinstance(command, StartTimer) and isinstance(event, TimerStarted):
-            work.dispatch.append(self._timer_dispatch(meta, seq, event.fire_at))
+    # -- new commands -----------------------------------------------------------------------
+    def _schedule(self, meta: Meta, seq: int, command: Command, work: _Round) -> list[Event]:
+        """Record a new command and arrange what carries it out. Returns the new events."""
+        now = clock.now()
+        if isinstance(command, RecordValue):
+            new: list[Event] = [self._value(seq, command, now)]
+        elif isinstance(command, StartChild):
+            new = self._start_child(meta, seq, command, now, work)
+        else:
+            event = command_event(seq, command, now)
+            new = [event]
+            if isinstance(command, ActivityCall) and isinstance(event, ActivityScheduled):
+                if command.options.inline:
+                    outcome = self._attempt(event, 1)
+                    new += outcome.events
+                    work.dispatch += self._retry_dispatch(meta, event, 1, outcome)
+                else:
+                    work.dispatch.append(
+                        Dispatch(RUN_ACTIVITY, (self.workflow_id, self.run_id, seq, 1),
+                                 command.options.queue or meta.queue,
+                                 description=f"durable activity {command.activity} for {self.workflow_id}#{seq}")
+                    )
+            elif isinstance(command, (StartTimer, WaitSignal)):
+                fire_at = getattr(event, "fire_at", None)
+                if fire_at is not None:
+                    work.dispatch.append(self._timer_dispatch(meta, seq, fire_at))
+            elif not isinstance(command, Patched):  # pragma: no cover - the engine yields nothing else
+                raise TypeError(f"cannot schedule {command!r}")
         work.events += new
         return new
 
-    def _attempt(self, meta: Meta, scheduled: ActivityScheduled, attempt: int) -> AttemptOutcome:
+    def _value(self, seq: int, command: RecordValue, now: float) -> ValueRecorded:
+        if seq not in self._values:
+            try:
+                if command.what == "now":
+                    value: Any = datetime.fromtimestamp(now, UTC)
+                elif command.what == "uuid4":
+                    value = uuid.uuid4()
+                elif command.what == "random":
+                    value = _random.random()
+                else:
+                    assert command.fn is not None
+                    value = command.fn(*command.args, **command.kwargs)
+                dumps(value, f"the value of {command.what}")
+                event = ValueRecorded(seq=seq, time=now, what=command.what, value=value)
+            except Exception as exc:
+                error = ErrorInfo.from_exception(exc).to_dict()
+                event = ValueRecorded(seq=seq, time=now, what=command.what, error=error)
+            self._values[seq] = event
+        return self._values[seq]
+
+    def _start_child(self, meta: Meta, seq: int, command: StartChild, now: float, work: _Round) -> list[Event]:
+        child_id = command.workflow_id or f"{self.workflow_id}/{seq}"
+        started = command_event(seq, command, now, child_id=child_id)
+        try:
+            validate_workflow_id(child_id)
+            if self.store.exists(child_id):
+                raise WorkflowAlreadyExists(f"cannot start child workflow {child_id!r}: that id is taken")
+            target = resolve(command.workflow)
+            blob = dumps((command.args, command.kwargs), f"the arguments of child workflow {child_id}")
+        except Exception as exc:  # the parent learns at its yield, as for a failed child
+            info = ErrorInfo.from_exception(exc)
+            return [started, ChildFailed(seq=seq, time=now, workflow_id=child_id, parent_run=self.run_id,
+                                         error=info.to_dict())]
+        run_id = uuid.uuid4().hex
+        queue = command.queue or getattr(target, "queue", None) or meta.queue
+        fields = {
+            "path": command.workflow, "name": getattr(target, "name", command.workflow), "queue": queue,
+            "status": "running", "run_id": run_id, "created_at": repr(now), "updated_at": repr(now), "input": blob,
+            "parent": self.workflow_id, "parent_run": self.run_id, "parent_seq": str(seq),
+            "parent_queue": meta.queue,
+        }
+        work.children.append(NewWorkflow(child_id, fields, advance_dispatch(child_id, run_id, queue)))
+        return [started]
+
+    def _attempt(self, scheduled: ActivityScheduled, attempt: int) -> AttemptOutcome:
         key = (scheduled.seq, attempt)
         if key not in self._attempts:
             info = ActivityInfo(self.workflow_id, self.run_id, scheduled.seq, attempt, scheduled.activity)
@@ -240,8 +309,12 @@ class Step:
         return Dispatch(FIRE_TIMER, (self.workflow_id, self.run_id, seq), meta.queue, at=fire_at,
                         description=f"durable timer {self.workflow_id}#{seq}")
 
-    def _finish(self, decision: Decision, work: _Round) -> None:
-        now = time.time()
+    # -- endings ---------------------------------------------------------------------------------
+    def _finish(self, meta: Meta, decision: Decision, work: _Round) -> None:
+        now = clock.now()
+        if decision.kind == "continue":
+            self._continue(meta, decision, work, now)
+            return
         if decision.kind == "complete":
             try:
                 blob = dumps(decision.result, f"the result of workflow {self.workflow_id}")
@@ -251,17 +324,54 @@ class Step:
                 work.events.append(WorkflowCompleted(time=now, result=decision.result))
                 work.meta.update(status="completed", result=blob)
                 work.notify = "completed"
+                self._tell_parent(meta, ChildCompleted(seq=meta.parent_seq, time=now, workflow_id=self.workflow_id,
+                                                       parent_run=meta.parent_run, result=decision.result), work)
                 return
         error = decision.error
         assert error is not None
-        work.events.append(WorkflowFailedEvent(time=now, error=error.to_dict()))
-        work.meta.update(status="failed", error=dumps(error.to_dict(), "a workflow error"))
-        work.notify = "failed"
+        status = "cancelled" if decision.kind == "cancelled" else "failed"
+        work.events.append(WorkflowCancelled(time=now) if status == "cancelled"
+                           else WorkflowFailedEvent(time=now, error=error.to_dict()))
+        work.meta.update(status=status, error=dumps(error.to_dict(), "a workflow error"))
+        work.notify = status
+        self._tell_parent(meta, ChildFailed(seq=meta.parent_seq, time=now, workflow_id=self.workflow_id,
+                                            parent_run=meta.parent_run, error=error.to_dict()), work)
 
-    def _commit(self, work: _Round) -> bool:
+    def _continue(self, meta: Meta, decision: Decision, work: _Round, now: float) -> None:
+        run_id = uuid.uuid4().hex
+        try:
+            blob = dumps((decision.args, decision.kwargs), f"the arguments of workflow {self.workflow_id}")
+        except SerializationError as exc:
+            self._finish(meta, Decision("fail", error=ErrorInfo.from_exception(exc)), work)
+            return
+        work.events.append(WorkflowContinued(time=now, new_run=run_id, args=decision.args, kwargs=decision.kwargs))
+        keep = int(os.environ.get(KEEP_RUNS_ENV, "1"))
+        fields = {"input": blob, "status": "running", "previous_run": self.run_id, "run_started_at": repr(now)}
+        work.new_run = NewRun(run_id, fields, advance_dispatch(self.workflow_id, run_id, meta.queue), keep_runs=keep)
+
+    def _tell_parent(self, meta: Meta, event: Event, work: _Round) -> None:
+        if meta.parent:
+            wake = advance_dispatch(meta.parent, meta.parent_run, meta.parent_queue or meta.queue)
+            work.deliver.append(Delivery(meta.parent, event, wake))
+
+    def _commit(self, work: _Round, replayer: Replayer) -> bool:
+        if replayer.custom_status is not None:
+            try:
+                work.meta["custom"] = dumps(replayer.custom_status, "the value passed to durable.set_status")
+            except SerializationError as exc:
+                log.warning("workflow %s: %s", self.workflow_id, exc)
         return self.store.commit(
-            self.workflow_id, work.length, work.events, meta=work.meta, dispatch=work.dispatch, notify=work.notify
+            self.workflow_id, work.length, work.events, meta=work.meta, dispatch=work.dispatch, notify=work.notify,
+            children=work.children, deliver=work.deliver, new_run=work.new_run,
         )
+
+    def _cancel_children(self) -> None:
+        """Cancellation reaches the whole tree: request it for every child still running."""
+        for child in self.store.children(self.workflow_id):
+            try:
+                request_cancel(self.store, child)
+            except Exception:  # an ended or vanished child needs nothing
+                log.debug("child %s of %s not cancelled", child, self.workflow_id, exc_info=True)
 
     def _hold(self, reason: str) -> None:
         """Keep the workflow as it is and say why it cannot move: fixing the code and
@@ -270,13 +380,25 @@ class Step:
         self.store.set_fields(self.workflow_id, {"stuck": reason})
 
 
+def request_cancel(store: Store, workflow_id: str, reason: str = "") -> bool:
+    """Ask a running workflow to cancel: ``Cancelled`` is raised at its current ``yield``.
+
+    Returns False when it was asked already. Raises ``WorkflowNotFound`` for an
+    unknown id or one that has ended.
+    """
+    from_events = CancelRequested(time=clock.now(), reason=reason)
+    return store.send_to_running(
+        workflow_id, from_events, "cancel",
+        lambda meta: advance_dispatch(workflow_id, meta.run_id, meta.queue),
+        meta_fields={"cancel_requested": "1"},
+        skip=lambda meta: meta.cancel_requested,
+    )
+
+
 @dataclass(frozen=True)
 class _Own:
     events: list[Event]
     dispatch: list[Dispatch]
-
-    def __bool__(self) -> bool:
-        return bool(self.events or self.dispatch)
 
 
 def _find(history: list[Event], seq: int, kind: type[Event]) -> Event | None:

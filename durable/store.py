@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -34,11 +33,12 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
+from . import clock
 from .errors import WorkflowNotFound
 from .events import Event
 from .serialization import decode_event, encode_event
 
-__all__ = ["Store", "Dispatch", "Meta", "validate_workflow_id", "TERMINAL"]
+__all__ = ["Store", "Dispatch", "NewWorkflow", "Delivery", "NewRun", "Meta", "validate_workflow_id", "TERMINAL"]
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
@@ -81,6 +81,39 @@ class Dispatch:
 
 
 @dataclass(frozen=True)
+class NewWorkflow:
+    """A workflow to create in the same commit (a child): its meta fields and first job."""
+
+    workflow_id: str
+    fields: dict[str, Any]
+    first: Dispatch
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An event to append to *another* workflow's history in the same commit (a child's end
+    to its parent), with the job that wakes it."""
+
+    workflow_id: str
+    event: Event
+    wake: Dispatch
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """``continue_as_new``: the meta fields of the next run and the job that starts it.
+
+    The ended run's history is archived under ``history:<run id>``; only the
+    newest ``keep_runs`` archives are kept.
+    """
+
+    run_id: str
+    fields: dict[str, Any]
+    first: Dispatch
+    keep_runs: int = 1
+
+
+@dataclass(frozen=True)
 class Meta:
     """A workflow's meta hash, decoded."""
 
@@ -96,6 +129,12 @@ class Meta:
     result: bytes | None
     error: bytes | None
     stuck: str
+    custom: bytes | None = None
+    cancel_requested: bool = False
+    parent: str = ""
+    parent_run: str = ""
+    parent_seq: int = -1
+    parent_queue: str = ""
 
     @classmethod
     def decode(cls, workflow_id: str, raw: dict[bytes, bytes]) -> Meta:
@@ -116,6 +155,12 @@ class Meta:
             result=raw.get(b"result"),
             error=raw.get(b"error"),
             stuck=text("stuck"),
+            custom=raw.get(b"custom"),
+            cancel_requested=text("cancel_requested") == "1",
+            parent=text("parent"),
+            parent_run=text("parent_run"),
+            parent_seq=int(text("parent_seq", "-1")),
+            parent_queue=text("parent_queue"),
         )
 
 
@@ -134,6 +179,15 @@ class Store:
 
     def history_key(self, workflow_id: str) -> str:
         return f"{self.prefix}:{{{workflow_id}}}:history"
+
+    def children_key(self, workflow_id: str) -> str:
+        return f"{self.prefix}:{{{workflow_id}}}:children"
+
+    def runs_key(self, workflow_id: str) -> str:
+        return f"{self.prefix}:{{{workflow_id}}}:runs"
+
+    def archive_key(self, workflow_id: str, run_id: str) -> str:
+        return f"{self.prefix}:{{{workflow_id}}}:history:{run_id}"
 
     def done_channel(self, workflow_id: str) -> str:
         return f"{self.prefix}:{{{workflow_id}}}:done"
@@ -196,14 +250,17 @@ class Store:
                     pipe.unwatch()
                     return False
                 pipe.multi()
-                pipe.delete(self.history_key(workflow_id))
-                pipe.hset(meta_key, mapping=_mapping(fields))
-                pipe.zadd(self.index_key, {workflow_id: float(fields.get("created_at", time.time()))})
-                self._enqueue(first, pipe)
+                self._create(workflow_id, fields, first, pipe)
                 pipe.execute()
                 return True
             except redis.WatchError:
                 return False
+
+    def _create(self, workflow_id: str, fields: dict[str, Any], first: Dispatch, pipe: redis.client.Pipeline) -> None:
+        pipe.delete(self.history_key(workflow_id))
+        pipe.hset(self.meta_key(workflow_id), mapping=_mapping(fields))
+        pipe.zadd(self.index_key, {workflow_id: float(fields.get("created_at", clock.now()))})
+        self._enqueue(first, pipe)
 
     def commit(
         self,
@@ -214,34 +271,115 @@ class Store:
         meta: dict[str, Any] | None = None,
         dispatch: Iterable[Dispatch] = (),
         notify: str | None = None,
+        children: Sequence[NewWorkflow] = (),
+        deliver: Sequence[Delivery] = (),
+        new_run: NewRun | None = None,
     ) -> bool:
         """Append ``events`` if history still has ``expected_length`` events, atomically with
-        the meta update, the jobs to enqueue and the end-of-workflow notification.
+        the meta update, the jobs to enqueue, the children to create, the events to deliver
+        to a parent, the next run, and the end-of-workflow notice.
 
-        Returns False, having written nothing, when another writer got there first.
+        Returns False, having written nothing, when another writer got there first
+        (or a child id to create exists by now: the caller's next replay sees it).
         Raises ``SerializationError`` (writing nothing) when an event cannot be encoded.
         """
         encoded = [encode_event(event) for event in events]
+        delivered = [(item, encode_event(item.event)) for item in deliver]
         history_key = self.history_key(workflow_id)
+        child_keys = [self.meta_key(child.workflow_id) for child in children]
         with self.conn.pipeline() as pipe:
             try:
-                pipe.watch(history_key)
-                if pipe.llen(history_key) != expected_length:
+                pipe.watch(history_key, *child_keys)
+                if pipe.llen(history_key) != expected_length or (child_keys and pipe.exists(*child_keys)):
                     pipe.unwatch()
                     return False
+                stale_archives: list[bytes] = []
+                if new_run is not None and new_run.keep_runs >= 0:
+                    runs = cast(list[bytes], pipe.lrange(self.runs_key(workflow_id), 0, -1))
+                    stale_archives = runs[max(new_run.keep_runs - 1, 0):] if new_run.keep_runs else runs
                 pipe.multi()
                 if encoded:
                     pipe.rpush(history_key, *encoded)
-                fields = {"updated_at": repr(time.time()), **(meta or {})}
+                fields = {"updated_at": repr(clock.now()), **(meta or {})}
                 pipe.hset(self.meta_key(workflow_id), mapping=_mapping(fields))
                 for item in dispatch:
                     self._enqueue(item, pipe)
+                for child in children:
+                    self._create(child.workflow_id, child.fields, child.first, pipe)
+                    pipe.sadd(self.children_key(workflow_id), child.workflow_id)
+                for delivery, data in delivered:
+                    pipe.rpush(self.history_key(delivery.workflow_id), data)
+                    self._enqueue(delivery.wake, pipe)
+                if new_run is not None:
+                    self._start_run(workflow_id, new_run, stale_archives, pipe)
                 if notify is not None:
                     pipe.publish(self.done_channel(workflow_id), notify)
                 pipe.execute()
                 return True
             except redis.WatchError:
                 return False
+
+    def _start_run(self, workflow_id: str, run: NewRun, stale: list[bytes], pipe: redis.client.Pipeline) -> None:
+        history_key = self.history_key(workflow_id)
+        old_run = cast(str, run.fields.get("previous_run", ""))
+        if run.keep_runs > 0 and old_run:
+            pipe.rename(history_key, self.archive_key(workflow_id, old_run))
+            pipe.lpush(self.runs_key(workflow_id), old_run)
+        else:
+            pipe.delete(history_key)
+        for item in stale:
+            pipe.delete(self.archive_key(workflow_id, item.decode()))
+            pipe.lrem(self.runs_key(workflow_id), 1, item.decode())
+        pipe.hdel(self.meta_key(workflow_id), "result", "error", "stuck", "cancel_requested")
+        pipe.hset(self.meta_key(workflow_id), mapping=_mapping({**run.fields, "run_id": run.run_id}))
+        self._enqueue(run.first, pipe)
+
+    def archived_runs(self, workflow_id: str) -> list[str]:
+        """Run ids of the kept histories of earlier runs, newest first."""
+        return [item.decode() for item in cast(list[bytes], self.conn.lrange(self.runs_key(workflow_id), 0, -1))]
+
+    def children(self, workflow_id: str) -> list[str]:
+        return sorted(item.decode() for item in cast(set[bytes], self.conn.smembers(self.children_key(workflow_id))))
+
+    def exists(self, workflow_id: str) -> bool:
+        return bool(self.conn.exists(self.meta_key(workflow_id)))
+
+    def send_to_running(self, workflow_id: str, event: Event, what: str, wake: Callable[[Meta], Dispatch],
+                        meta_fields: dict[str, Any] | None = None,
+                        skip: Callable[[Meta], bool] | None = None) -> bool:
+        """Append ``event`` (a signal, a cancel request) to a *running* workflow and wake it.
+
+        Raises ``WorkflowNotFound`` for an unknown id or one that has ended, naming
+        ``what`` was refused. Returns False without writing when ``skip(meta)`` says so.
+        """
+        data = encode_event(event)
+        meta_key = self.meta_key(workflow_id)
+        for _ in range(100):
+            with self.conn.pipeline() as pipe:
+                try:
+                    pipe.watch(meta_key)
+                    raw = cast(dict[bytes, bytes], pipe.hgetall(meta_key))
+                    if not raw:
+                        raise WorkflowNotFound(f"cannot {what}: no workflow with id {workflow_id!r}")
+                    meta = Meta.decode(workflow_id, raw)
+                    if meta.status in TERMINAL:
+                        raise WorkflowNotFound(
+                            f"cannot {what}: workflow {workflow_id!r} has already {meta.status}; "
+                            "only running workflows take signals and cancellation"
+                        )
+                    if skip is not None and skip(meta):
+                        pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    pipe.rpush(self.history_key(workflow_id), data)
+                    if meta_fields:
+                        pipe.hset(meta_key, mapping=_mapping(meta_fields))
+                    self._enqueue(wake(meta), pipe)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue  # a worker updated the meta meanwhile: read it again
+        raise RuntimeError(f"cannot {what}: workflow {workflow_id!r} kept changing; try again")
 
     def set_fields(self, workflow_id: str, fields: dict[str, Any]) -> None:
         self.conn.hset(self.meta_key(workflow_id), mapping=_mapping(fields))
@@ -257,7 +395,7 @@ class Store:
         queue = self.queue(item.queue)
         # timeout=-1: durable enforces activity timeouts itself, so RQ must not kill a step
         # half-way; result_ttl=0: the job's outcome lives in history, not in RQ.
-        if item.at is not None and item.at > time.time():
+        if item.at is not None and item.at > clock.now():
             job = queue.create_job(
                 item.func, args=item.args, timeout=-1, result_ttl=0, description=item.description,
                 status=JobStatus.SCHEDULED,
@@ -287,7 +425,7 @@ class Store:
             with self.conn.pipeline() as pipe:
                 try:
                     pipe.watch(registry.key)
-                    due = cast(list[bytes], pipe.zrangebyscore(registry.key, 0, int(time.time()), start=0, num=500))
+                    due = cast(list[bytes], pipe.zrangebyscore(registry.key, 0, int(clock.now()), start=0, num=500))
                     ids = [item.decode() for item in due]
                     if not ids:
                         pipe.unwatch()
@@ -307,7 +445,7 @@ class Store:
     # -- leases ---------------------------------------------------------------
     def hold_leases(self, job_ids: Iterable[str], ttl: float) -> None:
         """Mark jobs as being run by a live worker for the next ``ttl`` seconds."""
-        expiry = time.time() + ttl
+        expiry = clock.now() + ttl
         mapping = {job_id: expiry for job_id in job_ids}
         if mapping:
             self.conn.zadd(self.leases_key, mapping)
@@ -317,5 +455,5 @@ class Store:
 
     def claim_expired_leases(self, limit: int = 100) -> list[str]:
         """Ids of jobs whose worker stopped renewing their lease; each id goes to one caller."""
-        ids = self._claim_expired(keys=[self.leases_key], args=[time.time(), limit])
+        ids = self._claim_expired(keys=[self.leases_key], args=[clock.now(), limit])
         return [item.decode() if isinstance(item, bytes) else str(item) for item in ids]

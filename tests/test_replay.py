@@ -92,20 +92,21 @@ def run(wf, history, *args):
 
 def test_empty_history_schedules_first_command():
     decision = run(two_steps, [], 1)
-    assert decision.kind == "schedule" and decision.seq == 0
-    assert isinstance(decision.command, ActivityCall)
-    assert decision.command.activity == fetch.path and decision.command.args == (1,)
+    assert decision.kind == "schedule" and [seq for seq, _ in decision.new] == [0]
+    command = decision.new[0][1]
+    assert isinstance(command, ActivityCall)
+    assert command.activity == fetch.path and command.args == (1,)
 
 
 def test_recorded_but_unanswered_command_waits():
     decision = run(two_steps, [sched(0, fetch, 1)], 1)
-    assert (decision.kind, decision.seq) == ("wait", 0)
+    assert (decision.kind, decision.waiting) == ("wait", (0,))
 
 
 def test_answer_feeds_the_generator_and_next_command_follows():
     decision = run(two_steps, [sched(0, fetch, 1), done(0, 5)], 1)
-    assert (decision.kind, decision.seq) == ("schedule", 1)
-    assert decision.command.args == (6,)
+    assert decision.kind == "schedule" and decision.new[0][0] == 1
+    assert decision.new[0][1].args == (6,)
 
 
 def test_return_value_completes():
@@ -116,13 +117,13 @@ def test_return_value_completes():
 
 def test_retry_events_do_not_disturb_replay():
     history = [sched(0, fetch, 1), ActivityRetrying(seq=0, attempt=1), done(0, 5)]
-    assert run(two_steps, history, 1).seq == 1
+    assert run(two_steps, history, 1).new[0][0] == 1
 
 
 def test_activity_failure_is_raised_at_the_yield_and_can_be_caught():
     history = [sched(0, fetch, "boom"), failed(0, ConnectionError("down"))]
     decision = run(catcher, history)
-    assert decision.kind == "schedule" and decision.command.args == ("handled ConnectionError",)
+    assert decision.kind == "schedule" and decision.new[0][1].args == ("handled ConnectionError",)
     decision = run(catcher, history + [sched(1, store, "x"), done(1, "ok")])
     assert (decision.kind, decision.result) == ("complete", "ok")
 
@@ -145,16 +146,16 @@ def test_workflow_exception_fails_with_type_message_and_traceback():
 
 
 def test_exception_caught_inside_workflow_code_is_invisible():
-    assert run(catches_own_error, []).command.args == (2,)
+    assert run(catches_own_error, []).new[0][1].args == (2,)
 
 
 def test_timer_then_activity():
     decision = run(timer_flow, [])
-    assert decision.kind == "schedule" and isinstance(decision.command, StartTimer)
-    assert decision.command.seconds == 30
+    assert decision.kind == "schedule" and isinstance(decision.new[0][1], StartTimer)
+    assert decision.new[0][1].seconds == 30
     assert run(timer_flow, [TimerStarted(seq=0, fire_at=100.0)]).kind == "wait"
     decision = run(timer_flow, [TimerStarted(seq=0, fire_at=100.0), TimerFired(seq=0)])
-    assert (decision.kind, decision.seq) == ("schedule", 1)
+    assert decision.kind == "schedule" and decision.new[0][0] == 1
 
 
 def test_incremental_feed_equals_cold_replay():
@@ -244,11 +245,11 @@ def test_more_commands_than_recorded_is_detected():
 def test_outcome_change_is_detected():
     # history says completed, the code now fails:
     message = _nondet(raiser, [sched(0, fetch, 1), done(0, 1), WorkflowCompleted(result=1)])
-    assert "recorded that it completed" in message and "RuntimeError" in message
+    assert "ended with workflow_completed" in message and "RuntimeError" in message
     # history says failed, the code now returns:
     history = [sched(0, fetch, 1), done(0, 1), sched(1, store, 2), done(1, 2)]
     message = _nondet(two_steps, history + [WorkflowFailedEvent(error={"type": "RuntimeError"})], 1)
-    assert "recorded that it failed with RuntimeError" in message
+    assert "ended with workflow_failed" in message and "now ends with a normal return" in message
 
 
 def test_engine_imports_neither_redis_nor_rq():
