@@ -7,9 +7,22 @@ the history, so after a crash any worker rebuilds the generator by replaying it.
 
 from __future__ import annotations
 
-from .client import Client, WorkflowHandle
-from .commands import RetryPolicy, sleep, sleep_until
-from .context import ActivityInfo, WorkflowInfo, activity_info, workflow_info
+from .client import Client, WorkflowHandle, WorkflowStatus
+from .commands import (
+    RetryPolicy,
+    all_of,
+    any_of,
+    continue_as_new,
+    now,
+    patched,
+    random,
+    side_effect,
+    sleep,
+    sleep_until,
+    uuid4,
+    wait_signal,
+)
+from .context import ActivityInfo, WorkflowInfo, activity_info, set_status, workflow_info
 from .errors import (
     ActivityFailed,
     ActivityTimeout,
@@ -34,12 +47,23 @@ __all__ = [
     "RetryPolicy",
     "sleep",
     "sleep_until",
+    "wait_signal",
+    "all_of",
+    "any_of",
+    "now",
+    "uuid4",
+    "random",
+    "side_effect",
+    "patched",
+    "continue_as_new",
     "activity_info",
     "workflow_info",
+    "set_status",
     "ActivityInfo",
     "WorkflowInfo",
     "Client",
     "WorkflowHandle",
+    "WorkflowStatus",
     "Worker",
     "DurableError",
     "ActivityFailed",

@@ -13,14 +13,14 @@ import redis
 
 from . import clock
 from .connection import connect
-from .errors import Cancelled, WorkflowAlreadyExists, WorkflowFailed
-from .events import ErrorInfo, Event, to_dict
+from .errors import Cancelled, WorkflowAlreadyExists, WorkflowFailed, WorkflowNotFound
+from .events import ErrorInfo, Event, SignalReceived, to_dict
 from .registry import Workflow, is_importable
-from .runtime import advance_dispatch
+from .runtime import advance_dispatch, request_cancel
 from .serialization import dumps, loads
 from .store import TERMINAL, Store, validate_workflow_id
 
-__all__ = ["Client", "WorkflowHandle", "DEFAULT_QUEUE"]
+__all__ = ["Client", "WorkflowHandle", "WorkflowStatus", "DEFAULT_QUEUE"]
 
 DEFAULT_QUEUE = "durable"
 
@@ -90,6 +90,14 @@ class Client:
             )
         return WorkflowHandle(self, workflow_id)
 
+    def signal(self, workflow_id: str, name: str, payload: Any = None) -> None:
+        """Send signal ``name`` to a running workflow; see ``WorkflowHandle.signal``."""
+        WorkflowHandle(self, workflow_id).signal(name, payload)
+
+    def cancel(self, workflow_id: str) -> bool:
+        """Cancel a running workflow and its running children; see ``WorkflowHandle.cancel``."""
+        return WorkflowHandle(self, workflow_id).cancel()
+
     def get(self, workflow_id: str) -> WorkflowHandle:
         """The handle of an existing workflow; ``WorkflowNotFound`` if there is none."""
         self.store.meta(workflow_id)
@@ -102,6 +110,21 @@ class Client:
             return [WorkflowHandle(self, workflow_id) for workflow_id in ids]
         statuses = self.store.statuses(ids)
         return [WorkflowHandle(self, wid) for wid, st in zip(ids, statuses, strict=True) if st == status]
+
+
+class WorkflowStatus(str):
+    """A status string (compare it with ``"running"`` etc.) that also carries ``custom``."""
+
+    custom: Any
+
+    def __new__(cls, status: str, custom: Any = None) -> WorkflowStatus:
+        obj = super().__new__(cls, status)
+        obj.custom = custom
+        return obj
+
+
+def _custom(blob: bytes | None) -> Any:
+    return loads(blob, "the custom status") if blob is not None else None
 
 
 @dataclass(frozen=True)
@@ -134,9 +157,45 @@ class WorkflowHandle:
     def __hash__(self) -> int:
         return hash(self.id)
 
-    def status(self) -> str:
-        """``"running"``, ``"completed"``, ``"failed"`` or ``"cancelled"``."""
-        return self.client.store.meta(self.id).status
+    def status(self) -> WorkflowStatus:
+        """``"running"``, ``"completed"``, ``"failed"`` or ``"cancelled"``; ``.custom`` holds
+        the last value the workflow passed to ``durable.set_status``."""
+        meta = self.client.store.meta(self.id)
+        return WorkflowStatus(meta.status, _custom(meta.custom))
+
+    def signal(self, name: str, payload: Any = None) -> None:
+        """Deliver signal ``name`` with ``payload`` to this running workflow.
+
+        Signals are buffered per name in arrival order until a ``wait_signal``
+        takes them, and each is delivered once. Raises ``WorkflowNotFound`` if
+        the workflow is unknown or has ended, ``SerializationError`` (nothing
+        written) if the payload cannot be pickled.
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError("a signal needs a name (a non-empty string)")
+        event = SignalReceived(time=clock.now(), signal=name, payload=payload)
+        dumps(payload, f"the payload of signal {name!r}")
+        self.client.store.send_to_running(
+            self.id, event, f"signal {name!r}", lambda meta: advance_dispatch(self.id, meta.run_id, meta.queue)
+        )
+
+    def cancel(self) -> bool:
+        """Ask the workflow to cancel: ``durable.Cancelled`` is raised at its current ``yield``,
+        where it may run compensating activities. Its running children are cancelled too.
+
+        Returns False if the workflow has already ended (or was asked before).
+        """
+        try:
+            asked = request_cancel(self.client.store, self.id)
+        except WorkflowNotFound:
+            self.client.store.meta(self.id)  # unknown ids still raise
+            return False
+        for child in self.client.store.children(self.id):
+            try:
+                WorkflowHandle(self.client, child).cancel()
+            except WorkflowNotFound:
+                pass
+        return asked
 
     def describe(self) -> dict[str, Any]:
         """Everything the meta hash says, readable: name, status, queue, times, why it is held."""
@@ -151,6 +210,11 @@ class WorkflowHandle:
             "created_at": meta.created_at,
             "updated_at": meta.updated_at,
             "held": meta.stuck or None,
+            "custom_status": _custom(meta.custom),
+            "cancel_requested": meta.cancel_requested,
+            "parent": meta.parent or None,
+            "children": self.client.store.children(self.id),
+            "archived_runs": self.client.store.archived_runs(self.id),
         }
 
     def result(self, timeout: float | None = None) -> Any:

@@ -66,6 +66,11 @@ def workflow_info() -> WorkflowInfo:
     return info
 
 
+def current_workflow() -> WorkflowInfo | None:
+    """The running workflow's info, or None outside workflow code."""
+    return _workflow.get()
+
+
 def activity_info() -> ActivityInfo:
     """The running activity's workflow id, sequence number, attempt and idempotency key."""
     info = _activity.get()

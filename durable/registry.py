@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Generic, TypeVar, overload
 
-from .commands import ActivityCall, ActivityOptions, RetryPolicy
+from .commands import ActivityCall, ActivityOptions, RetryPolicy, StartChild
+from .context import current_workflow as in_workflow_code
 
 __all__ = ["Workflow", "Activity", "workflow", "activity", "resolve", "import_path"]
 
@@ -52,11 +53,22 @@ class Workflow(Generic[F]):
         functools.update_wrapper(self, func)
         _local[self.path] = self
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(
-            f"workflow {self.name} cannot be called directly yet: start it with "
-            "durable.Client().start(workflow, *args) (child workflows are not available in this version)"
-        )
+    def __call__(self, *args: Any, **kwargs: Any) -> StartChild:
+        """Inside a workflow: a command that runs this workflow as a child; ``yield`` it."""
+        return self.options()(*args, **kwargs)
+
+    def options(self, *, workflow_id: str | None = None, queue: str | None = None) -> Callable[..., StartChild]:
+        """This workflow as a child with its id or queue chosen for one call."""
+        if in_workflow_code() is None:
+            raise TypeError(
+                f"workflow {self.name} is not called directly: start it with durable.Client().start({self.name}, ...), "
+                "or call it inside another workflow and yield the result to run it as a child"
+            )
+
+        def call(*args: Any, **kwargs: Any) -> StartChild:
+            return StartChild(self.path, args, kwargs, workflow_id, queue or self.queue)
+
+        return call
 
     def __repr__(self) -> str:
         return f"<durable.workflow {self.path}>"
