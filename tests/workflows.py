@@ -197,3 +197,120 @@ def inline_chain(n: int):
         total = yield double(total + i)
     retried = yield inline_flaky("r")
     return total, retried
+
+
+# -- the full vocabulary ------------------------------------------------------------------------
+
+
+@durable.workflow
+def pr_monitor(pr: int, reminder_every: float):
+    """Signals racing a timer: remind until 'closed' arrives."""
+    reminders = 0
+    while True:
+        closed = yield durable.wait_signal("closed", timeout=reminder_every)
+        if closed is not None:
+            return f"#{pr} {closed} after {reminders} reminders"
+        reminders += 1
+        durable.set_status({"reminders": reminders})
+        yield add(reminders, 0)
+
+
+@durable.workflow
+def collect_signals(n: int):
+    got = []
+    for _ in range(n):
+        got.append((yield durable.wait_signal("item")))
+    return got
+
+
+@durable.workflow
+def fan_out(n: int):
+    results = yield durable.all_of(*[add(i, i) for i in range(n)])
+    return results
+
+
+@durable.workflow
+def race_timer(seconds: float):
+    first = yield durable.any_of(durable.wait_signal("go"), durable.sleep(seconds))
+    second = yield durable.any_of(add(1, 1), durable.sleep(3600))
+    late = yield durable.wait_signal("go")  # the signal that lost the first race is still buffered
+    return first, second, late
+
+
+@durable.workflow
+def child_adds(x: int):
+    value = yield add(x, 1000)
+    return value
+
+
+@durable.workflow
+def child_fails():
+    yield add(0, 0)
+    raise ValueError("child broke")
+
+
+@durable.workflow
+def parent_of_children(x: int):
+    a = yield child_adds(x)
+    b, c = yield durable.all_of(child_adds(x + 1), child_adds.options(workflow_id=f"explicit-{x}")(x + 2))
+    try:
+        yield child_fails()
+    except durable.WorkflowFailed as exc:
+        return a, b, c, exc.error_type
+    return a, b, c, None
+
+
+@durable.workflow
+def waits_forever():
+    value = yield durable.wait_signal("never")
+    return value
+
+
+@durable.workflow
+def parent_waiting_on_child():
+    value = yield waits_forever()
+    return value
+
+
+@durable.workflow
+def compensates():
+    try:
+        yield durable.wait_signal("never")
+    except durable.Cancelled:
+        undone = yield add(-1, 0)
+        return f"compensated {undone}"
+    return "not cancelled"
+
+
+@durable.workflow
+def counter(n: int, stop: int):
+    yield add(n, 0)
+    if n < stop:
+        yield durable.continue_as_new(n + 1, stop)
+    return n
+
+
+@durable.workflow
+def recorded_values():
+    when = yield durable.now()
+    ident = yield durable.uuid4()
+    roll = yield durable.random()
+    pid = yield durable.side_effect(os.getpid)
+    yield durable.wait_signal("go")
+    return when, ident, roll, pid
+
+
+PATCHED = {"on": False}
+
+
+@durable.workflow
+def versioned():
+    if PATCHED["on"]:
+        if (yield durable.patched("v2")):
+            first = yield double(21)
+        else:
+            first = yield add(1, 1)
+    else:
+        first = yield add(1, 1)
+    yield durable.wait_signal("go")
+    return first
