@@ -25,6 +25,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 _local: dict[str, Any] = {}
+_overrides: dict[str, Callable[..., Any]] = {}  # activity path -> fake, set by durable.testing
 
 
 def import_path(func: Callable[..., Any]) -> str:
@@ -159,6 +160,14 @@ def activity(
     return lambda f: Activity(f, options)
 
 
+def override(path: str, fake: Callable[..., Any] | None) -> None:
+    """Make ``resolve(path)`` return ``fake`` (``None`` removes it); for the testing kit."""
+    if fake is None:
+        _overrides.pop(path, None)
+    else:
+        _overrides[path] = fake
+
+
 def resolve(path: str) -> Any:
     """The decorated object registered under ``path``, importing its module if needed.
 
@@ -166,7 +175,7 @@ def resolve(path: str) -> Any:
         ImportError: the module cannot be imported or has no such attribute;
             the message says what to put on the worker's ``PYTHONPATH``.
     """
-    found = _local.get(path)
+    found = _overrides.get(path) or _local.get(path)
     if found is not None:
         return found
     module_name, _, qualname = path.partition(":")

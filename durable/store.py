@@ -425,7 +425,7 @@ class Store:
             with self.conn.pipeline() as pipe:
                 try:
                     pipe.watch(registry.key)
-                    due = cast(list[bytes], pipe.zrangebyscore(registry.key, 0, int(clock.now()), start=0, num=500))
+                    due = cast(list[bytes], pipe.zrangebyscore(registry.key, 0, clock.now(), start=0, num=500))
                     ids = [item.decode() for item in due]
                     if not ids:
                         pipe.unwatch()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import durable
@@ -314,3 +315,12 @@ def versioned():
         first = yield add(1, 1)
     yield durable.wait_signal("go")
     return first
+
+
+@durable.workflow
+def month_long(days: int):
+    started = yield durable.now()
+    yield durable.sleep(timedelta(days=days))
+    finished = yield durable.now()
+    greeting = yield add(1, 2)
+    return (finished - started).days, greeting
