@@ -93,7 +93,9 @@ class WorkflowEnvironment:
         override(activity.path, fake)
         self._fakes.append(activity.path)
 
-    def start(self, workflow: Workflow[Any], *args: Any, workflow_id: str | None = None, **kwargs: Any) -> WorkflowHandle:
+    def start(
+        self, workflow: Workflow[Any], *args: Any, workflow_id: str | None = None, **kwargs: Any
+    ) -> WorkflowHandle:
         """Start a workflow (nothing runs until ``run`` or ``advance``)."""
         return self.client.start(workflow, *args, workflow_id=workflow_id, **kwargs)
 
