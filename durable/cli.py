@@ -99,6 +99,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_history)
 
+    p = command("signal", "send a signal to a running workflow")
+    p.add_argument("workflow_id")
+    p.add_argument("name")
+    p.add_argument("payload", nargs="?", default=None, help="JSON (a plain word is taken as a string)")
+    p.set_defaults(func=_signal)
+
+    p = command("cancel", "cancel a running workflow (and its running children)")
+    p.add_argument("workflow_id")
+    p.set_defaults(func=_cancel)
+
     p = command("list", "list workflows")
     p.add_argument("--status", default=None)
     p.add_argument("--json", action="store_true")
@@ -211,6 +221,22 @@ def _history(args: argparse.Namespace) -> int:
         rest = {k: v for k, v in entry.items() if k not in ("index", "type", "seq", "time") and v not in (None, {}, ())}
         summary = " ".join(f"{k}={_show(v)}" for k, v in rest.items() if k != "traceback")
         print(f"{entry['index']:>4}  {when}  {seq!s:>4}  {entry['type']:<20} {summary}")
+    return 0
+
+
+def _signal(args: argparse.Namespace) -> int:
+    payload = None if args.payload is None else _parse_arg(args.payload)
+    Client(args.url).signal(args.workflow_id, args.name, payload)
+    print(f"signal {args.name!r} sent to {args.workflow_id}")
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    client = Client(args.url)
+    if client.cancel(args.workflow_id):
+        print(f"cancellation requested for {args.workflow_id}")
+    else:
+        print(f"{args.workflow_id} is {client.get(args.workflow_id).status()}: nothing to cancel")
     return 0
 
 

@@ -58,3 +58,17 @@ def test_errors_are_one_line_and_nonzero(run, client):
     drain(client, client.get("f1"))
     code, _, err = run("result", "f1")
     assert code == 3 and "KeyError" in err
+
+
+def test_signal_and_cancel(run, client):
+    assert run("start", "tests.workflows:collect_signals", "2", "--id", "sig")[0] == 0
+    assert run("signal", "sig", "item", '{"n": 1}')[:2] == (0, "signal 'item' sent to sig\n")
+    assert run("signal", "sig", "item", "plain-word")[0] == 0
+    drain(client, client.get("sig"))
+    assert client.get("sig").result() == [{"n": 1}, "plain-word"]
+    code, _, err = run("signal", "sig", "item")
+    assert code == 2 and "has already completed" in err
+    run("start", "tests.workflows:waits_forever", "--id", "c")
+    assert run("cancel", "c")[:2] == (0, "cancellation requested for c\n")
+    drain(client, client.get("c"))
+    assert run("cancel", "c")[:2] == (0, "c is cancelled: nothing to cancel\n")
