@@ -2,9 +2,13 @@
 
 Per workflow (the ``{id}`` hash tag keeps them in one Redis Cluster slot)::
 
-    durable:{id}:meta      hash  path, name, queue, status, run_id, input, result, error, times
-    durable:{id}:history   list  encoded events, append-only
-    durable:{id}:done      pub/sub channel announcing the end of the workflow
+    durable:{id}:meta           hash  path, name, queue, status, run_id, input, result, error, times,
+                                      custom status, cancel flag, parent (for a child)
+    durable:{id}:history        list  encoded events of the current run, append-only
+    durable:{id}:history:<run>  list  a kept earlier run (continue_as_new), newest DURABLE_KEEP_RUNS only
+    durable:{id}:runs           list  run ids of the kept earlier runs, newest first
+    durable:{id}:children       set   ids of the child workflows it started
+    durable:{id}:done           pub/sub channel announcing the end of the workflow
 
 Shared::
 
