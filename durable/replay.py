@@ -304,12 +304,15 @@ class Replayer:
         self._pending = None
 
     def _cancel(self, leaves: list[_Node]) -> None:
-        index = self._cancels.popleft()
+        replaying = self._cancels[0] < self._last_command_index
         self._drop(leaves)
         gen = self._gen
         assert gen is not None
-        error = Cancelled(f"workflow {self._workflow_id!r} was cancelled")
-        self._resume(functools.partial(gen.throw, error), replaying=index < self._last_command_index)
+        self._resume(functools.partial(gen.throw, self._take_cancel()), replaying=replaying)
+
+    def _take_cancel(self) -> Cancelled:
+        self._cancels.popleft()
+        return Cancelled(f"workflow {self._workflow_id!r} was cancelled")
 
     # -- running workflow code -----------------------------------------------------
     def _resume(self, action: Callable[[], Any], *, replaying: bool) -> None:
@@ -331,6 +334,9 @@ class Replayer:
                     self._outcome = Decision("fail", error=ErrorInfo.from_exception(exc))
                     return
                 if isinstance(value, ContinueAsNew):
+                    if self._cancels:  # a cancel recorded before it: it must not pass to the next run
+                        action = functools.partial(gen.throw, self._take_cancel())
+                        continue
                     self._outcome = Decision("continue", args=value.args, kwargs=value.kwargs)
                     return
                 if isinstance(value, Patched) and self._patch_predates(value):

@@ -158,6 +158,7 @@ class Step:
         work.events += own.events
         work.dispatch += own.dispatch
         replayer.feed(own.events)
+        fired: list[Event] = []
 
         while True:
             try:
@@ -166,6 +167,11 @@ class Step:
                 self._hold(str(exc))
                 return True
             if decision.kind == "wait":
+                if self.timer is not None and self.timer in decision.waiting and not fired:
+                    fired = [TimerFired(seq=self.timer, time=clock.now())]
+                    work.events += fired
+                    replayer.feed(fired)
+                    continue
                 return self._commit(work, replayer) if work.events or work.dispatch else True
             if decision.kind != "schedule":
                 self._finish(meta, decision, work)
@@ -200,14 +206,16 @@ class Step:
             outcome = self._attempt(scheduled, attempt)
             return _Own(outcome.events, self._retry_dispatch(meta, scheduled, attempt, outcome))
         if self.timer is not None:
-            started = next((e for e in history if e.seq == self.timer and getattr(e, "fire_at", None)), None)
+            started = next((e for e in history if e.seq == self.timer and getattr(e, "fire_at", None) is not None),
+                           None)
             if started is None or _resolved(history, self.timer):
                 return None
             fire_at = float(getattr(started, "fire_at"))  # noqa: B009 - timers and signal waits both have it
             if clock.now() < fire_at:  # RQ's scheduler can run a job up to ~1 s early
                 self.store.enqueue([self._timer_dispatch(meta, self.timer, fire_at)])
                 return None
-            return _Own([TimerFired(seq=self.timer, time=clock.now())], [])
+            # Recorded only if the workflow still waits on it (see _round): a timer that
+            # lost an any_of, or a signal wait answered by its signal, leaves no trace.
         return _Own([], [])
 
     # -- new commands -----------------------------------------------------------------------

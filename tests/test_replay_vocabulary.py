@@ -358,3 +358,8 @@ def test_nondeterminism_inside_a_composite_names_the_leaf():
 
 def test_any_of_is_a_composite_command():
     assert isinstance(durable.any_of(act(1)), AnyOf)
+
+
+def test_a_cancel_recorded_before_continue_as_new_is_not_lost():
+    decision = run(looping, [sched(0, 1), done(0, 1), CancelRequested()], 1)
+    assert decision.kind == "cancelled"

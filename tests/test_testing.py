@@ -69,3 +69,11 @@ def test_the_real_clock_is_restored():
     with WorkflowEnvironment(start=0):
         assert clock.now() < 10
     assert abs(clock.now() - time.time()) < 1
+
+
+def test_a_timer_that_lost_a_race_fires_without_a_trace():
+    with WorkflowEnvironment() as env:
+        handle = env.start(workflows.loser_timer)
+        assert env.run(handle) == (0, 2)
+        fired = [e["seq"] for e in env.history(handle) if e["type"] == "timer_fired"]
+        assert fired == [2]  # the 120 s sleep; the 60 s timer (seq 1) lost to the activity

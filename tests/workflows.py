@@ -324,3 +324,10 @@ def month_long(days: int):
     finished = yield durable.now()
     greeting = yield add(1, 2)
     return (finished - started).days, greeting
+
+
+@durable.workflow
+def loser_timer():
+    first = yield durable.any_of(add(1, 1), durable.sleep(60))
+    yield durable.sleep(120)
+    return first
