@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from . import clock
 from .context import ActivityInfo, in_activity
-from .errors import ActivityTimeout, SerializationError
+from .errors import ActivityTimeout, PayloadTooLarge, SerializationError
 from .events import ActivityCompleted, ActivityFailedEvent, ActivityRetrying, ActivityScheduled, ErrorInfo, Event
 from .registry import resolve
 from .serialization import dumps
@@ -81,7 +81,9 @@ def run_attempt(scheduled: ActivityScheduled, info: ActivityInfo, now: float | N
     except Exception as exc:
         error = ErrorInfo.from_exception(exc)
         finished = clock.now() if now is None else now
-        retryable = not isinstance(exc, SerializationError) and options.retry.allows_retry(attempt, error.type, exc)
+        # A result that cannot be stored fails the same way on every attempt: do not retry it.
+        storable = not isinstance(exc, (SerializationError, PayloadTooLarge))
+        retryable = storable and options.retry.allows_retry(attempt, error.type, exc)
         if retryable:
             retry_at = finished + options.retry.delay(attempt)
             event: Event = ActivityRetrying(

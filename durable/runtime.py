@@ -30,7 +30,13 @@ from . import clock
 from .activities import AttemptOutcome, run_attempt
 from .commands import ActivityCall, Command, Patched, RecordValue, StartChild, StartTimer, WaitSignal
 from .context import ActivityInfo
-from .errors import NonDeterminismError, SerializationError, WorkflowAlreadyExists
+from .errors import (
+    NonDeterminismError,
+    PayloadTooLarge,
+    SerializationError,
+    SignatureError,
+    WorkflowAlreadyExists,
+)
 from .events import (
     ActivityRetrying,
     ActivityScheduled,
@@ -139,7 +145,11 @@ class Step:
 
     # -- one round: load, replay, decide, commit; True when done -------------------
     def _round(self) -> bool:
-        meta, history = self.store.load(self.workflow_id)
+        try:
+            meta, history = self.store.load(self.workflow_id)
+        except (SignatureError, SerializationError) as exc:
+            self._hold(f"cannot read its history: {exc}")
+            return True
         if meta is None or meta.run_id != self.run_id or meta.status in TERMINAL:
             return True  # gone, a newer run, or finished: a stale job has nothing to do
         if meta.cancel_requested:
@@ -326,7 +336,7 @@ class Step:
         if decision.kind == "complete":
             try:
                 blob = dumps(decision.result, f"the result of workflow {self.workflow_id}")
-            except SerializationError as exc:
+            except (SerializationError, PayloadTooLarge) as exc:
                 decision = Decision("fail", error=ErrorInfo.from_exception(exc))
             else:
                 work.events.append(WorkflowCompleted(time=now, result=decision.result))
@@ -349,7 +359,7 @@ class Step:
         run_id = uuid.uuid4().hex
         try:
             blob = dumps((decision.args, decision.kwargs), f"the arguments of workflow {self.workflow_id}")
-        except SerializationError as exc:
+        except (SerializationError, PayloadTooLarge) as exc:
             self._finish(meta, Decision("fail", error=ErrorInfo.from_exception(exc)), work)
             return
         work.events.append(WorkflowContinued(time=now, new_run=run_id, args=decision.args, kwargs=decision.kwargs))
@@ -366,7 +376,7 @@ class Step:
         if replayer.custom_status is not None:
             try:
                 work.meta["custom"] = dumps(replayer.custom_status, "the value passed to durable.set_status")
-            except SerializationError as exc:
+            except (SerializationError, PayloadTooLarge) as exc:
                 log.warning("workflow %s: %s", self.workflow_id, exc)
         return self.store.commit(
             self.workflow_id, work.length, work.events, meta=work.meta, dispatch=work.dispatch, notify=work.notify,

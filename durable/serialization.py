@@ -1,36 +1,101 @@
-"""Turning values into stored bytes and back.
+"""Turning values into stored bytes and back: pickling, signing, size limits.
 
-Everything durable stores (arguments, results, history events) goes through
-``dumps``/``loads`` so that the format, and the errors, are decided in one
-place. cloudpickle rather than pickle, because workflow arguments and results
-are often lambdas, dataclasses from ``__main__`` or closures.
+Everything durable stores (arguments, results, errors, history events) goes
+through ``dumps``/``loads``, so the format, the limits and the errors are
+decided here. cloudpickle rather than pickle, because workflow arguments and
+results are often lambdas, dataclasses from ``__main__`` or closures.
+
+Unpickling runs code, so anyone who can write to Redis could make a worker run
+theirs through a crafted payload. With ``DURABLE_SECRET`` set (one or more
+comma-separated keys: the first signs, any verifies, which allows rotation),
+every payload is stored as ``MAGIC + HMAC-SHA256(key, pickle) + pickle`` and
+is verified before it is unpickled; a payload that fails, or an unsigned one
+while a secret is set, raises ``SignatureError`` and is never unpickled.
+
+``DURABLE_MAX_PAYLOAD`` (bytes, default 2 MiB, 0 for no limit) caps each
+payload: Redis, and every replay, pay for big values; store them elsewhere and
+pass a reference.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 from typing import Any
 
 import cloudpickle
 
-from .errors import SerializationError
+from .errors import PayloadTooLarge, SerializationError, SignatureError
 from .events import Event, from_dict, to_dict
 
-__all__ = ["dumps", "loads", "encode_event", "decode_event"]
+__all__ = ["dumps", "loads", "encode_event", "decode_event", "SECRET_ENV", "MAX_PAYLOAD_ENV"]
+
+SECRET_ENV = "DURABLE_SECRET"
+MAX_PAYLOAD_ENV = "DURABLE_MAX_PAYLOAD"
+DEFAULT_MAX_PAYLOAD = 2 * 1024 * 1024
+
+_MAGIC = b"\x00DSG1"  # a pickle never starts with a NUL byte, so the two cannot be confused
+_MAC_SIZE = hashlib.sha256().digest_size
+
+
+def _keys() -> list[bytes]:
+    raw = os.environ.get(SECRET_ENV, "")
+    return [part.strip().encode() for part in raw.split(",") if part.strip()]
+
+
+def _limit() -> int:
+    raw = os.environ.get(MAX_PAYLOAD_ENV)
+    if raw is None or raw == "":
+        return DEFAULT_MAX_PAYLOAD
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"${MAX_PAYLOAD_ENV} must be a number of bytes (0 for no limit), not {raw!r}") from None
 
 
 def dumps(value: Any, what: str) -> bytes:
-    """Pickle ``value``; ``what`` names it in the error ("the arguments of workflow X")."""
+    """Pickle (and sign) ``value``; ``what`` names it in errors ("the arguments of workflow X")."""
     try:
-        return cloudpickle.dumps(value)
+        data = cloudpickle.dumps(value)
     except Exception as exc:
         raise SerializationError(
             f"cannot serialize {what}: {type(exc).__name__}: {exc}. Values that durable stores must be "
             "picklable: pass plain data (ids, dicts, dataclasses) instead of connections, locks or open files"
         ) from exc
+    limit = _limit()
+    if limit and len(data) > limit:
+        raise PayloadTooLarge(
+            f"{what} is {len(data)} bytes pickled, over the limit of {limit} (${MAX_PAYLOAD_ENV}); store large "
+            "data elsewhere (a database, object storage) and pass a reference, or raise the limit"
+        )
+    keys = _keys()
+    if keys:
+        data = _MAGIC + hmac.new(keys[0], data, hashlib.sha256).digest() + data
+    return data
 
 
 def loads(data: bytes, what: str) -> Any:
-    """Unpickle bytes written by ``dumps``."""
+    """Verify (when signing is on) and unpickle bytes written by ``dumps``."""
+    keys = _keys()
+    if data.startswith(_MAGIC):
+        if not keys:
+            raise SignatureError(
+                f"{what} is signed but ${SECRET_ENV} is not set in this process: set the same secret on "
+                "every client and worker"
+            )
+        mac, body = data[len(_MAGIC):len(_MAGIC) + _MAC_SIZE], data[len(_MAGIC) + _MAC_SIZE:]
+        if not any(hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()) for key in keys):
+            raise SignatureError(
+                f"{what} failed its signature check and was not unpickled: it was modified in Redis, or "
+                f"signed with a secret that is not in ${SECRET_ENV}"
+            )
+        data = body
+    elif keys:
+        raise SignatureError(
+            f"{what} is not signed but ${SECRET_ENV} is set, so it was not unpickled: it was written "
+            "without the secret (before signing was turned on?) or by someone without it"
+        )
     try:
         return cloudpickle.loads(data)
     except Exception as exc:

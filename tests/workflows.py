@@ -331,3 +331,18 @@ def loser_timer():
     first = yield durable.any_of(add(1, 1), durable.sleep(60))
     yield durable.sleep(120)
     return first
+
+
+@durable.activity
+def big(n: int) -> bytes:
+    _mark("big", n)
+    return b"x" * n
+
+
+@durable.workflow
+def big_result(n: int):
+    try:
+        yield big(n)
+    except durable.ActivityFailed as exc:
+        return exc.error_type
+    return "fit"
