@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from . import demo
+from .check import replay_many
 from .client import DEFAULT_QUEUE, Client
 from .errors import DurableError, WorkflowFailed
 from .registry import Workflow, resolve
@@ -108,6 +109,15 @@ def _parser() -> argparse.ArgumentParser:
     p = command("cancel", "cancel a running workflow (and its running children)")
     p.add_argument("workflow_id")
     p.set_defaults(func=_cancel)
+
+    p = command("replay", "replay stored histories against the current code (a deploy gate: exit 1 on a mismatch)")
+    p.add_argument("workflow_ids", nargs="*", metavar="ID")
+    p.add_argument("--all", action="store_true", help="every running workflow")
+    p.add_argument("--finished", action="store_true", help="with --all: ended workflows too")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (where your workflows live)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_replay)
 
     p = command("list", "list workflows")
     p.add_argument("--status", default=None)
@@ -238,6 +248,28 @@ def _cancel(args: argparse.Namespace) -> int:
     else:
         print(f"{args.workflow_id} is {client.get(args.workflow_id).status()}: nothing to cancel")
     return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    if bool(args.workflow_ids) == bool(args.all):
+        raise ValueError("name workflow ids, or pass --all (not both)")
+    sys.path.insert(0, os.getcwd())
+    for module in args.imports:
+        importlib.import_module(module)
+    store = Client(args.url).store
+    reports = replay_many(store, args.workflow_ids or None, finished=args.finished)
+    bad = [r for r in reports if not r.ok]
+    if args.json:
+        print(json.dumps([r.as_dict() for r in reports]))
+    else:
+        for report in reports:
+            verdict = "ok" if report.ok else "MISMATCH" if report.outcome == "mismatch" else "ERROR"
+            print(f"{verdict:<8} {report.workflow_id}  ({report.status}, {report.events} events, replay: "
+                  f"{report.outcome})")
+            if report.problem:
+                print(f"         {report.problem}")
+        print(f"{len(reports) - len(bad)} of {len(reports)} workflows replay with the current code")
+    return 1 if bad else 0
 
 
 def _list(args: argparse.Namespace) -> int:

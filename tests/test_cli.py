@@ -72,3 +72,28 @@ def test_signal_and_cancel(run, client):
     assert run("cancel", "c")[:2] == (0, "cancellation requested for c\n")
     drain(client, client.get("c"))
     assert run("cancel", "c")[:2] == (0, "c is cancelled: nothing to cancel\n")
+
+
+def test_replay_is_a_deploy_gate(run, client):
+    from tests import workflows
+
+    workflows.MODE["activity"] = "add"
+    run("start", "tests.workflows:changes_shape", "--id", "shape")
+    run("start", "tests.workflows:waits_forever", "--id", "fine")
+    drain_once = durable.Worker(["durable"], connection=client.conn)
+    drain_once.work(burst=True)
+    code, out, _ = run("replay", "--all")
+    assert code == 0 and "2 of 2 workflows replay" in out
+    workflows.MODE["activity"] = "double"  # "deploy" code that yields something else first
+    try:
+        code, out, _ = run("replay", "--all")
+        assert code == 1
+        assert "MISMATCH shape" in out and "sequence 0" in out and "ok       fine" in out
+        assert "1 of 2 workflows replay" in out
+        code, out, _ = run("replay", "fine", "--json")
+        assert code == 0 and json.loads(out)[0]["ok"] is True
+        assert client.get("shape").history()[-1]["type"] == "timer_started"  # replay wrote nothing
+    finally:
+        workflows.MODE["activity"] = "add"
+    code, _, err = run("replay")
+    assert code == 2 and "name workflow ids, or pass --all" in err
