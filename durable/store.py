@@ -457,6 +457,23 @@ class Store:
     def release_lease(self, job_id: str) -> None:
         self.conn.zrem(self.leases_key, job_id)
 
+    def unleased_in_flight(self, intermediate_key: str) -> list[str]:
+        """Ids in RQ's intermediate list (dequeued, not yet started) that hold no lease."""
+        ids = [item.decode() for item in cast(list[bytes], self.conn.lrange(intermediate_key, 0, 99))]
+        if not ids:
+            return []
+        pipe = self.conn.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.zscore(self.leases_key, job_id)
+            pipe.hget(Job.key_for(job_id), "status")
+        found = pipe.execute()
+        # Still "queued" means no worker got as far as starting it.
+        return [job_id for i, job_id in enumerate(ids) if found[2 * i] is None and found[2 * i + 1] == b"queued"]
+
+    def claim_in_flight(self, intermediate_key: str, job_id: str) -> bool:
+        """Take a stranded job out of RQ's intermediate list; only one caller gets True."""
+        return bool(self.conn.lrem(intermediate_key, 1, job_id))
+
     def claim_expired_leases(self, limit: int = 100) -> list[str]:
         """Ids of jobs whose worker stopped renewing their lease; each id goes to one caller."""
         ids = self._claim_expired(keys=[self.leases_key], args=[clock.now(), limit])

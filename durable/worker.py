@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from rq import SimpleWorker
@@ -53,6 +54,7 @@ class Worker(SimpleWorker):
             raise ValueError(f"the lease must be a positive number of seconds (${LEASE_TTL_ENV}), not {self.lease_ttl}")
         self.store = Store(self.connection)
         self._holding: str | None = None
+        self._limbo: dict[str, float] = {}  # job id -> when this worker first saw it dequeued but unleased
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
 
@@ -92,17 +94,32 @@ class Worker(SimpleWorker):
                 log.exception("durable lease keeper: round failed, retrying")
 
     def recover(self) -> int:
-        """Re-enqueue durable jobs whose worker stopped renewing their lease; returns how many."""
+        """Re-enqueue durable jobs that a dead worker held; returns how many.
+
+        Two cases: a job whose lease stopped being renewed (its worker died while
+        running it), and a job that RQ moved to a queue's intermediate list but no
+        worker ever leased (its worker died between RQ's dequeue and the lease).
+        """
         count = 0
         for job_id in self.store.claim_expired_leases():
-            try:
-                job = Job.fetch(job_id, connection=self.connection)
-            except NoSuchJobError:
-                continue
-            if not (job.func_name or "").startswith(_DURABLE_JOBS):
-                continue
-            log.warning("recovering %s %s: its worker stopped renewing the lease", job.func_name, job.args)
-            again = Dispatch(job.func_name or "", tuple(job.args), job.origin, description=job.description or "")
-            self.store.enqueue([again])
-            count += 1
+            count += self._redispatch(job_id, "its worker stopped renewing the lease")
+        now = time.monotonic()
+        for queue in self.queues:
+            for job_id in self.store.unleased_in_flight(queue.intermediate_queue_key):
+                first = self._limbo.setdefault(job_id, now)
+                if now - first >= self.lease_ttl and self.store.claim_in_flight(queue.intermediate_queue_key, job_id):
+                    count += self._redispatch(job_id, "its worker died between dequeue and start")
+        self._limbo = {k: v for k, v in self._limbo.items() if now - v < 10 * self.lease_ttl}
         return count
+
+    def _redispatch(self, job_id: str, why: str) -> int:
+        try:
+            job = Job.fetch(job_id, connection=self.connection)
+        except NoSuchJobError:
+            return 0
+        if not (job.func_name or "").startswith(_DURABLE_JOBS):
+            return 0
+        log.warning("recovering %s %s: %s", job.func_name, job.args, why)
+        again = Dispatch(job.func_name or "", tuple(job.args), job.origin, description=job.description or "")
+        self.store.enqueue([again])
+        return 1
