@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -36,6 +35,7 @@ try:
     import fakeredis
 except ImportError as exc:  # pragma: no cover - only without the testing extra
     raise ImportError("durable.testing needs fakeredis: pip install 'durable[testing]'") from exc
+from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
 from . import clock
@@ -68,6 +68,8 @@ class WorkflowEnvironment:
         self._order = itertools.count()
         self._fakes: list[str] = []
         self._previous_clock: Callable[[], float] | None = None
+        self._queue_objects = [Queue(name, connection=self.conn) for name in self.queues]
+        self._worker: Worker | None = None
 
     # -- context ----------------------------------------------------------------------
     def __enter__(self) -> WorkflowEnvironment:
@@ -162,12 +164,19 @@ class WorkflowEnvironment:
         return self._now + float(when)
 
     def _drain(self) -> None:
-        worker = Worker(list(self.queues), connection=self.conn, lease_ttl=60)
-        previous = logging.getLogger("rq.worker").level
-        try:
-            worker.work(burst=True, logging_level="WARNING")
-        finally:
-            logging.getLogger("rq.worker").setLevel(previous)
+        """Run queued jobs until none is left, in this thread, as a burst worker would.
+
+        One worker object serves every drain: its job loop is RQ's own
+        (``execute_job``), without the per-burst registration a ``work()`` call costs.
+        """
+        if self._worker is None:
+            self._worker = Worker(list(self._queue_objects), connection=self.conn, lease_ttl=60)
+        while True:
+            found = Queue.dequeue_any(self._queue_objects, None, connection=self.conn)
+            if found is None:
+                return
+            job, queue = found
+            self._worker.execute_job(job, queue)
 
     def _next_wakeup(self) -> float | None:
         times = [self._signals[0][0]] if self._signals else []

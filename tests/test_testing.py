@@ -77,3 +77,18 @@ def test_a_timer_that_lost_a_race_fires_without_a_trace():
         assert env.run(handle) == (0, 2)
         fired = [e["seq"] for e in env.history(handle) if e["type"] == "timer_fired"]
         assert fired == [2]  # the 120 s sleep; the 60 s timer (seq 1) lost to the activity
+
+
+def test_an_endless_daily_loop_runs_in_bounded_history_and_keys():
+    """A year of daily reminders: a new run every week keeps history and keys flat."""
+    with WorkflowEnvironment() as env:
+        handle = env.start(workflows.daily_reminder, 0, 365, workflow_id="daily")
+        samples = []
+        for _ in range(52):
+            env.advance(timedelta(days=7))
+            samples.append((len(env.conn.keys("durable:*")), len(env.history(handle))))
+        assert env.run(handle) == 365
+        keys, lengths = zip(*samples, strict=True)
+        assert max(lengths) <= 2 * 7 * 2 + 2  # one week of sleeps and posts, never more
+        assert max(keys[1:]) == min(keys[1:])  # after the first run archives, no key accumulates
+        assert len(handle.describe()["archived_runs"]) == 1

@@ -346,3 +346,15 @@ def big_result(n: int):
     except durable.ActivityFailed as exc:
         return exc.error_type
     return "fit"
+
+
+@durable.workflow
+def daily_reminder(day: int, until: int):
+    """An endless reminder loop in bounded history: a fresh run every week."""
+    for _ in range(7):
+        yield durable.sleep(timedelta(days=1))
+        day += 1
+        yield add(day, 0)
+        if day >= until:
+            return day
+    yield durable.continue_as_new(day, until)
