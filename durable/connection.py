@@ -39,7 +39,10 @@ def connect(conn: str | redis.Redis | None = None) -> redis.Redis:
     if not isinstance(conn, str):
         raise TypeError(f"conn must be a Redis URL, a redis.Redis or None, not {type(conn).__name__}")
     try:
-        return redis.Redis.from_url(conn)
+        # Fail fast when the server cannot be reached instead of hanging on connect, and
+        # check idle connections before use; no socket timeout, which would cut RQ's
+        # blocking dequeue short.
+        return redis.Redis.from_url(conn, socket_connect_timeout=5, health_check_interval=30)
     except ValueError as exc:
         raise ValueError(
             f"invalid Redis URL {conn!r}: {exc}. Use redis://host:port/db, rediss:// for TLS or unix:///path"

@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any
 
+import redis
 from rq import SimpleWorker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -70,15 +71,33 @@ class Worker(SimpleWorker):
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         durable_job = (job.func_name or "").startswith(_DURABLE_JOBS)
-        if durable_job:
-            self.store.hold_leases([job.id], self.lease_ttl)
-            self._holding = job.id
         try:
-            super().execute_job(job, queue)
-        finally:
             if durable_job:
+                self.store.hold_leases([job.id], self.lease_ttl)
+                self._holding = job.id
+            try:
+                super().execute_job(job, queue)
+            finally:
                 self._holding = None
+            if durable_job:
                 self.store.release_lease(job.id)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # Redis went away mid-job. RQ's loop would quit on this; instead wait for it
+            # to come back. The step either committed or wrote nothing; if it wrote
+            # nothing, its lease lapses and a worker (maybe this one) runs it again.
+            log.error("Redis connection lost while running %s (%s); waiting for it to come back", job.id, exc)
+            self._wait_for_redis()
+
+    def _wait_for_redis(self) -> None:
+        delay = 0.5
+        while not self._stop_requested:
+            try:
+                self.connection.ping()
+                log.warning("Redis is back; carrying on")
+                return
+            except (redis.ConnectionError, redis.TimeoutError):
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # -- background: renew own lease, recover others' --------------------------
     def _keep(self) -> None:
