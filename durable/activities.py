@@ -23,7 +23,9 @@ from .events import ActivityCompleted, ActivityFailedEvent, ActivityRetrying, Ac
 from .registry import resolve
 from .serialization import dumps
 
-__all__ = ["AttemptOutcome", "run_attempt", "deadline"]
+__all__ = ["AttemptOutcome", "run_attempt", "deadline", "MISSING_CODE_RETRY"]
+
+MISSING_CODE_RETRY = 30.0  # seconds between tries of an activity no worker could import
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class AttemptOutcome:
 
     events: list[Event] = field(default_factory=list)
     retry_at: float | None = None
+    missing_code: str | None = None  # the activity could not be imported here: same attempt, later
 
     @property
     def resolved(self) -> bool:
@@ -72,6 +75,12 @@ def run_attempt(scheduled: ActivityScheduled, info: ActivityInfo, now: float | N
     seq, attempt = scheduled.seq, info.attempt
     try:
         target = resolve(scheduled.activity)
+    except ImportError as exc:
+        # Not a failed attempt: this worker lacks the code (a deploy half done?). Try the
+        # same attempt again later, on whichever worker takes it.
+        retry_at = (clock.now() if now is None else now) + MISSING_CODE_RETRY
+        return AttemptOutcome([], retry_at=retry_at, missing_code=str(exc))
+    try:
         func = getattr(target, "func", target)
         with in_activity(info), deadline(options.timeout, f"activity {scheduled.activity}"):
             result = func(*scheduled.args, **scheduled.kwargs)

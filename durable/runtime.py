@@ -27,7 +27,7 @@ from typing import Any
 from rq import get_current_job
 
 from . import clock
-from .activities import AttemptOutcome, run_attempt
+from .activities import MISSING_CODE_RETRY, AttemptOutcome, run_attempt
 from .commands import ActivityCall, Command, Patched, RecordValue, StartChild, StartTimer, WaitSignal
 from .context import ActivityInfo
 from .errors import (
@@ -133,6 +133,8 @@ class Step:
         # so that a lost race never runs the same side effect twice in one job.
         self._attempts: dict[tuple[int, int], AttemptOutcome] = {}
         self._values: dict[int, ValueRecorded] = {}
+        self._held: str | None = None  # why this step could not do everything (shown as "held")
+        self._was_held = False
 
     def run(self) -> None:
         for _ in range(MAX_ROUNDS):
@@ -152,6 +154,7 @@ class Step:
             return True
         if meta is None or meta.run_id != self.run_id or meta.status in TERMINAL:
             return True  # gone, a newer run, or finished: a stale job has nothing to do
+        self._was_held = bool(meta.stuck)
         if meta.cancel_requested:
             self._cancel_children()
         try:
@@ -317,10 +320,16 @@ class Step:
         if outcome.retry_at is None:
             return []
         queue = scheduled.activity_options().queue or meta.queue
+        if outcome.missing_code is not None:
+            self._held = (f"activity {scheduled.activity} cannot be imported on a worker of queue {queue!r} "
+                          f"({outcome.missing_code}); trying again every {MISSING_CODE_RETRY:g} s")
+            log.error("workflow %s: %s", self.workflow_id, self._held)
+        else:
+            attempt += 1
         return [
-            Dispatch(RUN_ACTIVITY, (self.workflow_id, self.run_id, scheduled.seq, attempt + 1), queue,
+            Dispatch(RUN_ACTIVITY, (self.workflow_id, self.run_id, scheduled.seq, attempt), queue,
                      at=outcome.retry_at,
-                     description=f"durable retry {attempt + 1} of {scheduled.activity} for {self.workflow_id}")
+                     description=f"durable attempt {attempt} of {scheduled.activity} for {self.workflow_id}")
         ]
 
     def _timer_dispatch(self, meta: Meta, seq: int, fire_at: float) -> Dispatch:
@@ -373,6 +382,10 @@ class Step:
             work.deliver.append(Delivery(meta.parent, event, wake))
 
     def _commit(self, work: _Round, replayer: Replayer) -> bool:
+        if self._held is not None:
+            work.meta["stuck"] = self._held
+        elif self._was_held:
+            work.meta["stuck"] = ""  # it moves again: no longer held
         if replayer.custom_status is not None:
             try:
                 work.meta["custom"] = dumps(replayer.custom_status, "the value passed to durable.set_status")

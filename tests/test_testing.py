@@ -92,3 +92,22 @@ def test_an_endless_daily_loop_runs_in_bounded_history_and_keys():
         assert max(lengths) <= 2 * 7 * 2 + 2  # one week of sleeps and posts, never more
         assert max(keys[1:]) == min(keys[1:])  # after the first run archives, no key accumulates
         assert len(handle.describe()["archived_runs"]) == 1
+
+
+def test_an_activity_no_worker_can_import_is_held_then_runs_once_deployed():
+    from durable.registry import override
+
+    with WorkflowEnvironment() as env:
+        handle = env.start(workflows.calls_missing_activity)
+        env.advance(timedelta(minutes=2))  # four tries, 30 s apart
+        info = handle.describe()
+        assert info["status"] == "running"
+        assert "not_deployed_yet:handler cannot be imported" in info["held"]
+        assert [e["type"] for e in env.history(handle)] == ["activity_scheduled"]  # no attempt was used up
+        override("not_deployed_yet:handler", lambda x: x + 41)  # the code is deployed
+        try:
+            assert env.run(handle) == 42
+            assert handle.describe()["held"] is None
+            assert env.history(handle)[1]["attempt"] == 1
+        finally:
+            override("not_deployed_yet:handler", None)

@@ -358,3 +358,12 @@ def daily_reminder(day: int, until: int):
         if day >= until:
             return day
     yield durable.continue_as_new(day, until)
+
+
+@durable.workflow
+def calls_missing_activity():
+    """Yields an activity whose module no worker has (yet): a half-done deploy."""
+    from durable.commands import ActivityCall, ActivityOptions
+
+    value = yield ActivityCall("not_deployed_yet:handler", (1,), {}, ActivityOptions())
+    return value
