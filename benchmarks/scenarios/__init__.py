@@ -1,0 +1,1 @@
+"""One module per scenario: each has NAME, TITLE and run(ctx) -> {"rows": [...], ...}."""
