@@ -41,6 +41,7 @@ from .errors import ActivityFailed, Cancelled, NonDeterminismError, WorkflowFail
 from .events import (
     ActivityCompleted,
     ActivityFailedEvent,
+    ActivityRetrying,
     CancelRequested,
     ChildCompleted,
     ChildFailed,
@@ -142,6 +143,8 @@ class Replayer:
         self._gen: Generator[Any, Any, Any] | None = None
         self._scheduled: dict[int, Event] = {}
         self._answers: dict[int, tuple[int, Event]] = {}
+        self._open: dict[int, Event] = {}  # recorded commands with no answer in history yet
+        self._attempts: set[tuple[int, int]] = set()  # (seq, attempt) of recorded failed attempts
         self._signals: dict[str, list[tuple[int, Any]]] = {}
         self._cancels: deque[int] = deque()
         self._terminal: Event | None = None
@@ -169,7 +172,12 @@ class Replayer:
             if event.schedules:
                 self._scheduled[event.seq] = event
                 self._last_command_index = index
+                if not event.resolves:
+                    self._open[event.seq] = event
+            if isinstance(event, ActivityRetrying):
+                self._attempts.add((event.seq, event.attempt))
             if event.resolves:
+                self._open.pop(event.seq, None)
                 if isinstance(event, (ChildCompleted, ChildFailed)) and event.parent_run not in ("", self._run_id):
                     continue  # the answer of a child started by an earlier run
                 self._answers.setdefault(event.seq, (index, event))
@@ -180,6 +188,15 @@ class Replayer:
             elif isinstance(event, tuple(_TERMINAL_KIND)):
                 self._terminal = event
                 self._last_command_index = index
+
+    def open_command(self, seq: int) -> Event | None:
+        """The event that recorded command ``seq`` if history has no answer to it yet
+        (whether or not the generator still waits on it)."""
+        return self._open.get(seq)
+
+    def attempt_recorded(self, seq: int, attempt: int) -> bool:
+        """Whether history records that attempt ``attempt`` of activity ``seq`` failed."""
+        return (seq, attempt) in self._attempts
 
     def step(self) -> Decision:
         """Apply what history answers and return what the workflow needs next.
