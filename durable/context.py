@@ -47,28 +47,39 @@ class ActivityInfo:
 
 
 class RunState:
-    """What workflow code may change about its run besides yielding: the custom status."""
+    """The running workflow as its code sees it: ids, whether it replays, its custom status.
 
-    def __init__(self) -> None:
+    Mutable on purpose: the engine sets it as the context once per step and
+    flips ``is_replaying`` per resume, instead of building a context per ``yield``.
+    """
+
+    def __init__(self, workflow_id: str = "", run_id: str = "", name: str = "") -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.name = name
+        self.is_replaying = False
         self.custom_status: Any = None
+
+    def info(self) -> WorkflowInfo:
+        return WorkflowInfo(self.workflow_id, self.run_id, self.name, self.is_replaying)
 
 
 _run: contextvars.ContextVar[RunState | None] = contextvars.ContextVar("durable_run", default=None)
-_workflow: contextvars.ContextVar[WorkflowInfo | None] = contextvars.ContextVar("durable_workflow", default=None)
 _activity: contextvars.ContextVar[ActivityInfo | None] = contextvars.ContextVar("durable_activity", default=None)
 
 
 def workflow_info() -> WorkflowInfo:
     """The running workflow's id, run id, name and whether it is replaying."""
-    info = _workflow.get()
-    if info is None:
+    state = _run.get()
+    if state is None:
         raise RuntimeError("durable.workflow_info() is only available inside workflow code run by durable")
-    return info
+    return state.info()
 
 
 def current_workflow() -> WorkflowInfo | None:
     """The running workflow's info, or None outside workflow code."""
-    return _workflow.get()
+    state = _run.get()
+    return state.info() if state is not None else None
 
 
 def activity_info() -> ActivityInfo:
@@ -89,14 +100,12 @@ def set_status(value: Any) -> None:
 
 
 @contextmanager
-def in_workflow(info: WorkflowInfo, state: RunState | None = None) -> Iterator[None]:
-    token = _workflow.set(info)
-    run_token = _run.set(state)
+def in_workflow(state: RunState) -> Iterator[None]:
+    token = _run.set(state)
     try:
         yield
     finally:
-        _run.reset(run_token)
-        _workflow.reset(token)
+        _run.reset(token)
 
 
 @contextmanager

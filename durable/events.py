@@ -351,8 +351,31 @@ def to_dict(event: Event) -> dict[str, Any]:
     return data
 
 
+def _defaults(cls: type[Event]) -> dict[str, Any]:
+    """Each field's default, for filling what an older writer did not store."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory  # called per event, below
+    return out
+
+
+_FIELD_DEFAULTS: dict[type[Event], dict[str, Any]] = {cls: _defaults(cls) for cls in _TYPES.values()}
+_FACTORIES: dict[type[Event], tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING)
+    for cls in _TYPES.values()
+}
+
+
 def from_dict(data: dict[str, Any]) -> Event:
-    """Decode a stored event, tolerating fields added or missing across versions."""
+    """Decode a stored event, tolerating fields added or missing across versions.
+
+    Replay decodes every event of a cold history, so this builds the frozen
+    dataclass directly (defaults first, then the stored fields it knows) instead
+    of going through ``__init__``'s per-field ``object.__setattr__``.
+    """
     try:
         cls = _TYPES[data["type"]]
     except KeyError:
@@ -360,8 +383,16 @@ def from_dict(data: dict[str, Any]) -> Event:
             f"unknown history event type {data.get('type')!r} (format v{data.get('v')}); "
             "this history was written by a newer durable: upgrade this worker"
         ) from None
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in known})
+    defaults = _FIELD_DEFAULTS[cls]
+    values = dict(defaults)
+    for name in _FACTORIES[cls]:
+        values[name] = defaults[name]()
+    for key, value in data.items():
+        if key in defaults:
+            values[key] = value
+    event = object.__new__(cls)
+    event.__dict__.update(values)
+    return event
 
 
 def options_to_dict(options: ActivityOptions) -> dict[str, Any]:

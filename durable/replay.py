@@ -35,8 +35,19 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .commands import AllOf, AnyOf, Command, ContinueAsNew, Patched, WaitSignal
-from .context import RunState, WorkflowInfo, in_workflow
+from .commands import (
+    ActivityCall,
+    AllOf,
+    AnyOf,
+    Command,
+    ContinueAsNew,
+    Patched,
+    RecordValue,
+    StartChild,
+    StartTimer,
+    WaitSignal,
+)
+from .context import RunState, in_workflow
 from .errors import ActivityFailed, Cancelled, NonDeterminismError, WorkflowFailed
 from .events import (
     ActivityCompleted,
@@ -96,6 +107,9 @@ _TERMINAL_KIND = {
 }
 
 
+_LEAVES = frozenset({ActivityCall, StartTimer, WaitSignal, StartChild, RecordValue})  # Patched is decided first
+
+
 @dataclass
 class _Node:
     """What the generator waits on: a leaf with a seq, or a composite of nodes."""
@@ -139,7 +153,7 @@ class Replayer:
         self._workflow_id = workflow_id
         self._run_id = run_id
         self._name = name or getattr(func, "__qualname__", "workflow")
-        self._state = RunState()
+        self._state = RunState(workflow_id, run_id, self._name)
         self._gen: Generator[Any, Any, Any] | None = None
         self._scheduled: dict[int, Event] = {}
         self._answers: dict[int, tuple[int, Event]] = {}
@@ -205,16 +219,45 @@ class Replayer:
             NonDeterminismError: the code yielded something other than what
                 history recorded, or more or fewer commands.
         """
+        with in_workflow(self._state):
+            return self._step()
+
+    def _step(self) -> Decision:
         if self._gen is None and self._outcome is None:
             self._gen = self._func(*self._args, **self._kwargs)
             self._resume(functools.partial(self._gen.send, None), replaying=self._last_command_index >= 0)
+        scheduled, answers = self._scheduled, self._answers
         while self._outcome is None:
             node = self._pending
             assert node is not None
+            command = node.command
+            if node.seq >= 0 and type(command) is not WaitSignal:
+                # The common case, kept short: one activity, timer, child or value.
+                seq = node.seq
+                recorded = scheduled.get(seq)
+                if recorded is not None and not self._cancels:
+                    if recorded.kind != command.kind or recorded.name != command.name:  # type: ignore[attr-defined]
+                        self._match(seq, command, recorded)
+                    found = answers.get(seq)
+                    if found is None:
+                        return Decision("wait", waiting=(seq,))
+                    index, event = found
+                    del scheduled[seq]
+                    del answers[seq]
+                    self._pending = None
+                    gen = self._gen
+                    assert gen is not None
+                    if type(event) is ActivityCompleted:
+                        action = functools.partial(gen.send, event.result)
+                    else:
+                        ok, value = self._outcome_of(seq, event)
+                        action = functools.partial(gen.send if ok else gen.throw, value)
+                    self._resume(action, replaying=index < self._last_command_index)
+                    continue
             leaves = list(node.leaves())
             new: list[tuple[int, Command]] = []
             for leaf in leaves:
-                recorded = self._scheduled.get(leaf.seq)
+                recorded = scheduled.get(leaf.seq)
                 if recorded is None:
                     new.append((leaf.seq, leaf.command))
                 else:
@@ -334,42 +377,46 @@ class Replayer:
     # -- running workflow code -----------------------------------------------------
     def _resume(self, action: Callable[[], Any], *, replaying: bool) -> None:
         """Run workflow code until its next yield, and note what it asked for."""
-        info = WorkflowInfo(self._workflow_id, self._run_id, self._name, replaying)
+        self._state.is_replaying = replaying
         gen = self._gen
         assert gen is not None
-        with in_workflow(info, self._state):
-            while True:
-                try:
-                    value = action()
-                except StopIteration as stop:
-                    self._outcome = Decision("complete", result=stop.value)
-                    return
-                except Cancelled as exc:
-                    self._outcome = Decision("cancelled", error=ErrorInfo.from_exception(exc))
-                    return
-                except Exception as exc:  # the workflow's own error: it fails the workflow
-                    self._outcome = Decision("fail", error=ErrorInfo.from_exception(exc))
-                    return
-                if isinstance(value, ContinueAsNew):
-                    if self._cancels:  # a cancel recorded before it: it must not pass to the next run
-                        action = functools.partial(gen.throw, self._take_cancel())
-                        continue
-                    self._outcome = Decision("continue", args=value.args, kwargs=value.kwargs)
-                    return
-                if isinstance(value, Patched) and self._patch_predates(value):
-                    action = functools.partial(gen.send, False)
+        while True:
+            try:
+                value = action()
+            except StopIteration as stop:
+                self._outcome = Decision("complete", result=stop.value)
+                return
+            except Cancelled as exc:
+                self._outcome = Decision("cancelled", error=ErrorInfo.from_exception(exc))
+                return
+            except Exception as exc:  # the workflow's own error: it fails the workflow
+                self._outcome = Decision("fail", error=ErrorInfo.from_exception(exc))
+                return
+            kind = type(value)
+            if kind in _LEAVES:
+                self._pending = _Node(value, seq=self._next_seq)
+                self._next_seq += 1
+                return
+            if kind is ContinueAsNew:
+                if self._cancels:  # a cancel recorded before it: it must not pass to the next run
+                    action = functools.partial(gen.throw, self._take_cancel())
                     continue
-                if isinstance(value, AllOf) and not value.children:
-                    action = functools.partial(gen.send, [])
-                    continue
-                if isinstance(value, Command):
-                    self._pending = self._build(value)
-                    return
-                bad = TypeError(
-                    f"a workflow may only yield durable commands (an activity call, durable.sleep(...), ...), "
-                    f"not {type(value).__name__}: {value!r:.80}"
-                )
-                action = functools.partial(gen.throw, bad)  # thrown at the offending yield
+                self._outcome = Decision("continue", args=value.args, kwargs=value.kwargs)
+                return
+            if kind is Patched and self._patch_predates(value):
+                action = functools.partial(gen.send, False)
+                continue
+            if kind is AllOf and not value.children:
+                action = functools.partial(gen.send, [])
+                continue
+            if isinstance(value, Command):
+                self._pending = self._build(value)
+                return
+            bad = TypeError(
+                f"a workflow may only yield durable commands (an activity call, durable.sleep(...), ...), "
+                f"not {type(value).__name__}: {value!r:.80}"
+            )
+            action = functools.partial(gen.throw, bad)  # thrown at the offending yield
 
     def _patch_predates(self, command: Patched) -> bool:
         """True when history at this point was recorded by code without the patch."""

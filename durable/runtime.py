@@ -22,12 +22,13 @@ import random as _random
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from rq import get_current_job
 
 from . import clock
 from .activities import MISSING_CODE_RETRY, AttemptOutcome, run_attempt
+from .cache import CachedRun, GeneratorCache
 from .commands import ActivityCall, Command, Patched, RecordValue, StartChild, StartTimer, WaitSignal
 from .context import ActivityInfo
 from .errors import (
@@ -38,7 +39,6 @@ from .errors import (
     WorkflowAlreadyExists,
 )
 from .events import (
-    ActivityRetrying,
     ActivityScheduled,
     CancelRequested,
     ChildCompleted,
@@ -58,7 +58,7 @@ from .replay import Decision, Replayer
 from .serialization import dumps, loads
 from .store import TERMINAL, Delivery, Dispatch, Meta, NewRun, NewWorkflow, Store, validate_workflow_id
 
-__all__ = ["advance", "run_activity", "fire_timer", "advance_dispatch", "Step", "KEEP_RUNS_ENV"]
+__all__ = ["advance", "run_activity", "fire_timer", "advance_dispatch", "use_cache", "Step", "KEEP_RUNS_ENV"]
 
 log = logging.getLogger("durable.runtime")
 
@@ -76,26 +76,44 @@ def advance_dispatch(workflow_id: str, run_id: str, queue: str) -> Dispatch:
     return Dispatch(ADVANCE, (workflow_id, run_id), queue, description=f"durable advance {workflow_id}")
 
 
+# The worker that runs jobs in this process (durable.Worker sets it): its generator cache
+# and its Store, reused across jobs instead of rebuilt per job.
+_worker_state: dict[str, Any] = {"cache": None, "stores": {}}
+
+
+def use_cache(cache: GeneratorCache | None) -> None:
+    """Make the job functions in this process keep suspended runs in ``cache``."""
+    _worker_state["cache"] = cache
+
+
 def _store() -> Store:
     job = get_current_job()
     if job is None:
         raise RuntimeError("durable's job functions run inside an RQ worker (durable worker)")
-    return Store(job.connection)
+    stores: dict[int, Store] = _worker_state["stores"]
+    store = stores.get(id(job.connection))
+    if store is None or store.conn is not job.connection:
+        store = stores[id(job.connection)] = Store(job.connection)
+    return store
+
+
+def _cache() -> GeneratorCache | None:
+    return cast(GeneratorCache | None, _worker_state["cache"])
 
 
 def advance(workflow_id: str, run_id: str) -> None:
     """RQ job: continue a workflow from its history."""
-    Step(_store(), workflow_id, run_id).run()
+    Step(_store(), workflow_id, run_id, cache=_cache()).run()
 
 
 def run_activity(workflow_id: str, run_id: str, seq: int, attempt: int) -> None:
     """RQ job: run attempt ``attempt`` of the activity at ``seq``, then continue the workflow."""
-    Step(_store(), workflow_id, run_id, activity=(seq, attempt)).run()
+    Step(_store(), workflow_id, run_id, activity=(seq, attempt), cache=_cache()).run()
 
 
 def fire_timer(workflow_id: str, run_id: str, seq: int) -> None:
     """RQ job: fire the durable timer at ``seq`` (never before its deadline), then continue."""
-    Step(_store(), workflow_id, run_id, timer=seq).run()
+    Step(_store(), workflow_id, run_id, timer=seq, cache=_cache()).run()
 
 
 @dataclass
@@ -123,12 +141,14 @@ class Step:
         *,
         activity: tuple[int, int] | None = None,
         timer: int | None = None,
+        cache: GeneratorCache | None = None,
     ) -> None:
         self.store = store
         self.workflow_id = workflow_id
         self.run_id = run_id
         self.activity = activity
         self.timer = timer
+        self.cache = cache
         # Attempts and values already produced by this job, kept across commit conflicts
         # so that a lost race never runs the same side effect twice in one job.
         self._attempts: dict[tuple[int, int], AttemptOutcome] = {}
@@ -147,8 +167,11 @@ class Step:
 
     # -- one round: load, replay, decide, commit; True when done -------------------
     def _round(self) -> bool:
+        # A cached run is taken out for the round and put back only after it committed
+        # everything: a lost race or an error leaves nothing half-applied to reuse.
+        cached = self.cache.take(self.workflow_id, self.run_id) if self.cache is not None else None
         try:
-            meta, history = self.store.load(self.workflow_id)
+            meta, events = self.store.load(self.workflow_id, start=cached.length if cached else 0)
         except (SignatureError, SerializationError) as exc:
             self._hold(f"cannot read its history: {exc}")
             return True
@@ -157,17 +180,21 @@ class Step:
         self._was_held = bool(meta.stuck)
         if meta.cancel_requested:
             self._cancel_children()
-        try:
-            replayer = self._replayer(meta)
-        except Exception as exc:
-            self._hold(f"cannot load workflow code {meta.path}: {type(exc).__name__}: {exc}")
-            return True
-        replayer.feed(history)
-        work = _Round(length=len(history))
+        if cached is not None:
+            replayer, length = cached.replayer, cached.length + len(events)
+        else:
+            try:
+                replayer = self._replayer(meta)
+            except Exception as exc:
+                self._hold(f"cannot load workflow code {meta.path}: {type(exc).__name__}: {exc}")
+                return True
+            length = len(events)
+        replayer.feed(events)
+        work = _Round(length=length)
 
-        own = self._own_contribution(meta, history)
+        own = self._own_contribution(meta, replayer)
         if own is None:
-            return True
+            return self._keep(replayer, work.length)
         work.events += own.events
         work.dispatch += own.dispatch
         replayer.feed(own.events)
@@ -185,12 +212,21 @@ class Step:
                     work.events += fired
                     replayer.feed(fired)
                     continue
-                return self._commit(work, replayer) if work.events or work.dispatch else True
+                if work.events or work.dispatch:
+                    if not self._commit(work, replayer):
+                        return False
+                return self._keep(replayer, work.length + len(work.events))
             if decision.kind != "schedule":
                 self._finish(meta, decision, work)
                 return self._commit(work, replayer)
             ran_inline = False
             for seq, command in decision.new:
+                if isinstance(command, ActivityCall) and command.options.inline and work.events:
+                    # Record what is known before running more user code: a crash in the
+                    # inline activity must not also cost what came before it.
+                    if not self._commit(work, replayer):
+                        return False
+                    work = _Round(length=work.length + len(work.events))
                 new = self._schedule(meta, seq, command, work)
                 ran_inline |= len(new) > 1 and isinstance(command, ActivityCall)
                 replayer.feed(new)
@@ -198,6 +234,12 @@ class Step:
                 if not self._commit(work, replayer):
                     return False
                 work = _Round(length=work.length + len(work.events))
+
+    def _keep(self, replayer: Replayer, length: int) -> bool:
+        """Park the suspended run for this worker's next step on the workflow."""
+        if self.cache is not None:
+            self.cache.put(self.workflow_id, CachedRun(self.run_id, replayer, length))
+        return True
 
     def _replayer(self, meta: Meta) -> Replayer:
         target = resolve(meta.path)
@@ -207,24 +249,24 @@ class Step:
             name=meta.name,
         )
 
-    def _own_contribution(self, meta: Meta, history: list[Event]) -> _Own | None:
-        """The event this job brings (an activity outcome, a fired timer); None if stale."""
+    def _own_contribution(self, meta: Meta, replayer: Replayer) -> _Own | None:
+        """The event this job brings (an activity outcome, a fired timer), or nothing.
+
+        A job whose own answer is already in history (a duplicate, or a job recovered
+        from a worker that died after recording it) still advances the workflow: that
+        worker may have died between two commits of one step, and then this job is the
+        only one left to carry it on. None only for a timer that is not due yet.
+        """
         if self.activity is not None:
             seq, attempt = self.activity
-            scheduled = _find(history, seq, ActivityScheduled)
-            if not isinstance(scheduled, ActivityScheduled) or _resolved(history, seq) or _retried(
-                history, seq, attempt
-            ):
-                return None  # unknown, already answered, or this attempt already recorded: a duplicate job
+            scheduled = replayer.open_command(seq)
+            if not isinstance(scheduled, ActivityScheduled) or replayer.attempt_recorded(seq, attempt):
+                return _Own([], [])
             outcome = self._attempt(scheduled, attempt)
             return _Own(outcome.events, self._retry_dispatch(meta, scheduled, attempt, outcome))
         if self.timer is not None:
-            started = next((e for e in history if e.seq == self.timer and getattr(e, "fire_at", None) is not None),
-                           None)
-            if started is None or _resolved(history, self.timer):
-                return None
-            fire_at = float(getattr(started, "fire_at"))  # noqa: B009 - timers and signal waits both have it
-            if clock.now() < fire_at:  # RQ's scheduler can run a job up to ~1 s early
+            fire_at = getattr(replayer.open_command(self.timer), "fire_at", None)
+            if fire_at is not None and clock.now() < fire_at:  # RQ's scheduler can run a job ~1 s early
                 self.store.enqueue([self._timer_dispatch(meta, self.timer, fire_at)])
                 return None
             # Recorded only if the workflow still waits on it (see _round): a timer that
@@ -430,18 +472,3 @@ def request_cancel(store: Store, workflow_id: str, reason: str = "") -> bool:
 class _Own:
     events: list[Event]
     dispatch: list[Dispatch]
-
-
-def _find(history: list[Event], seq: int, kind: type[Event]) -> Event | None:
-    for event in history:
-        if event.seq == seq and isinstance(event, kind):
-            return event
-    return None
-
-
-def _resolved(history: list[Event], seq: int) -> bool:
-    return any(event.seq == seq and event.resolves for event in history)
-
-
-def _retried(history: list[Event], seq: int, attempt: int) -> bool:
-    return any(isinstance(e, ActivityRetrying) and e.seq == seq and e.attempt == attempt for e in history)

@@ -40,7 +40,7 @@ from rq.registry import ScheduledJobRegistry
 from . import clock
 from .errors import WorkflowNotFound
 from .events import Event
-from .serialization import decode_event, encode_event
+from .serialization import decode_events, encode_event
 
 __all__ = ["Store", "Dispatch", "NewWorkflow", "Delivery", "NewRun", "Meta", "validate_workflow_id", "TERMINAL"]
 
@@ -56,6 +56,32 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, to
 for _, id in ipairs(ids) do redis.call('ZREM', KEYS[1], id) end
 return ids
 """
+
+
+# KEYS[1] = the workflow's history list.
+# ARGV[1] = the history length the caller replayed; ARGV[2] = n, how many keys must not exist
+# (the meta hashes of children about to be created); ARGV[3 .. 2+n] = those keys; then the
+# writes, each as: argc, command, arg1 .. arg(argc-1) (what a MULTI would have held).
+# Applies every write only if history still has that length and none of those keys exists:
+# a compare-and-append in one round trip. Returns 1 if it wrote, 0 if another writer won.
+# The writes touch keys not declared in KEYS (RQ's job and queue keys), which standalone
+# Redis and Sentinel allow and Redis Cluster does not; RQ does not run on Cluster either.
+_COMMIT = """
+if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[1]) then return 0 end
+local n = tonumber(ARGV[2])
+for i = 3, 2 + n do
+  if redis.call('EXISTS', ARGV[i]) == 1 then return 0 end
+end
+local i = 3 + n
+while i <= #ARGV do
+  local argc = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + argc))
+  i = i + argc + 1
+end
+return 1
+"""
+
+_RPUSH_CHUNK = 500  # events per RPUSH: keeps each command far below Lua's unpack limit
 
 
 def _mapping(fields: dict[str, Any]) -> Any:
@@ -176,6 +202,7 @@ class Store:
         self.prefix = prefix
         self._queues: dict[str, Queue] = {}
         self._claim_expired = conn.register_script(_CLAIM_EXPIRED)
+        self._commit_script = conn.register_script(_COMMIT)
 
     # -- keys ---------------------------------------------------------------
     def meta_key(self, workflow_id: str) -> str:
@@ -223,11 +250,11 @@ class Store:
         pipe.lrange(self.history_key(workflow_id), start, -1)
         raw_meta, raw_events = cast(tuple[dict[bytes, bytes], list[bytes]], pipe.execute())
         meta = Meta.decode(workflow_id, raw_meta) if raw_meta else None
-        return meta, [decode_event(item) for item in raw_events]
+        return meta, decode_events(raw_events)
 
     def history(self, workflow_id: str, start: int = 0) -> list[Event]:
         items = cast(list[bytes], self.conn.lrange(self.history_key(workflow_id), start, -1))
-        return [decode_event(item) for item in items]
+        return decode_events(items)
 
     def workflow_ids(self) -> list[str]:
         return [item.decode() for item in cast(list[bytes], self.conn.zrange(self.index_key, 0, -1))]
@@ -289,33 +316,74 @@ class Store:
         """
         encoded = [encode_event(event) for event in events]
         delivered = [(item, encode_event(item.event)) for item in deliver]
+        if new_run is not None:
+            return self._commit_watched(workflow_id, expected_length, encoded, meta, dispatch, notify, children,
+                                        delivered, new_run)
+        # The common case in one round trip: buffer the writes as a MULTI would hold them
+        # (RQ's enqueue included, through its pipeline= API), then let the commit script
+        # apply them only if the compare holds.
+        pipe = self.conn.pipeline(transaction=True)
+        pipe.multi()
+        self._writes(pipe, workflow_id, encoded, meta, dispatch, notify, children, delivered)
+        argv: list[Any] = [expected_length, len(children), *(self.meta_key(c.workflow_id) for c in children)]
+        for args, _options in pipe.command_stack:
+            argv.append(len(args))
+            argv.extend(args)
+        pipe.reset()
+        return bool(self._commit_script(keys=[self.history_key(workflow_id)], args=argv))
+
+    def _writes(
+        self,
+        pipe: redis.client.Pipeline,
+        workflow_id: str,
+        encoded: list[bytes],
+        meta: dict[str, Any] | None,
+        dispatch: Iterable[Dispatch],
+        notify: str | None,
+        children: Sequence[NewWorkflow],
+        delivered: list[tuple[Delivery, bytes]],
+    ) -> None:
         history_key = self.history_key(workflow_id)
-        child_keys = [self.meta_key(child.workflow_id) for child in children]
+        for start in range(0, len(encoded), _RPUSH_CHUNK):
+            pipe.rpush(history_key, *encoded[start:start + _RPUSH_CHUNK])
+        fields = {"updated_at": repr(clock.now()), **(meta or {})}
+        pipe.hset(self.meta_key(workflow_id), mapping=_mapping(fields))
+        for item in dispatch:
+            self._enqueue(item, pipe)
+        for child in children:
+            self._create(child.workflow_id, child.fields, child.first, pipe)
+            pipe.sadd(self.children_key(workflow_id), child.workflow_id)
+        for delivery, data in delivered:
+            pipe.rpush(self.history_key(delivery.workflow_id), data)
+            self._enqueue(delivery.wake, pipe)
+        if notify is not None:
+            pipe.publish(self.done_channel(workflow_id), notify)
+
+    def _commit_watched(
+        self,
+        workflow_id: str,
+        expected_length: int,
+        encoded: list[bytes],
+        meta: dict[str, Any] | None,
+        dispatch: Iterable[Dispatch],
+        notify: str | None,
+        children: Sequence[NewWorkflow],
+        delivered: list[tuple[Delivery, bytes]],
+        new_run: NewRun,
+    ) -> bool:
+        """The rare ``continue_as_new`` commit, which must read the kept runs first: WATCH/MULTI."""
+        history_key = self.history_key(workflow_id)
         with self.conn.pipeline() as pipe:
             try:
-                pipe.watch(history_key, *child_keys)
-                if pipe.llen(history_key) != expected_length or (child_keys and pipe.exists(*child_keys)):
+                pipe.watch(history_key, self.runs_key(workflow_id))
+                if pipe.llen(history_key) != expected_length:
                     pipe.unwatch()
                     return False
-                stale_archives: list[bytes] = []
-                if new_run is not None and new_run.keep_runs >= 0:
-                    runs = cast(list[bytes], pipe.lrange(self.runs_key(workflow_id), 0, -1))
-                    stale_archives = runs[max(new_run.keep_runs - 1, 0):] if new_run.keep_runs else runs
+                runs = cast(list[bytes], pipe.lrange(self.runs_key(workflow_id), 0, -1))
+                stale = runs[max(new_run.keep_runs - 1, 0):] if new_run.keep_runs > 0 else runs
                 pipe.multi()
-                if encoded:
-                    pipe.rpush(history_key, *encoded)
-                fields = {"updated_at": repr(clock.now()), **(meta or {})}
-                pipe.hset(self.meta_key(workflow_id), mapping=_mapping(fields))
-                for item in dispatch:
-                    self._enqueue(item, pipe)
-                for child in children:
-                    self._create(child.workflow_id, child.fields, child.first, pipe)
-                    pipe.sadd(self.children_key(workflow_id), child.workflow_id)
-                for delivery, data in delivered:
-                    pipe.rpush(self.history_key(delivery.workflow_id), data)
-                    self._enqueue(delivery.wake, pipe)
-                if new_run is not None:
-                    self._start_run(workflow_id, new_run, stale_archives, pipe)
+                self._writes(pipe, workflow_id, encoded, meta, dispatch, None, children, delivered)
+                self._start_run(workflow_id, new_run, stale, pipe)
                 if notify is not None:
                     pipe.publish(self.done_channel(workflow_id), notify)
                 pipe.execute()

@@ -30,13 +30,16 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.queue import Queue
 
+from .cache import CACHE_SIZE_ENV, GeneratorCache
+from .runtime import use_cache
 from .store import Dispatch, Store
 
-__all__ = ["Worker", "LEASE_TTL_ENV"]
+__all__ = ["Worker", "LEASE_TTL_ENV", "CACHE_SIZE_ENV", "DEFAULT_CACHE_SIZE"]
 
 log = logging.getLogger("durable.worker")
 
 LEASE_TTL_ENV = "DURABLE_LEASE_TTL"
+DEFAULT_CACHE_SIZE = 1000
 _DURABLE_JOBS = "durable.runtime."
 
 
@@ -46,10 +49,17 @@ class Worker(SimpleWorker):
     ``rq worker -w durable.Worker --with-scheduler durable`` or ``durable worker``.
     The lease (``$DURABLE_LEASE_TTL`` seconds, default 10) bounds how long a
     step of a worker that died waits before another worker takes it over.
+    ``cache_size`` (``$DURABLE_CACHE_SIZE``, default 1000, 0 for none) is how
+    many suspended workflows it keeps live, so that its next step on one of
+    them reads and applies only the new events.
     """
 
-    def __init__(self, *args: Any, lease_ttl: float | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, lease_ttl: float | None = None, cache_size: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
+        size = cache_size if cache_size is not None else int(os.environ.get(CACHE_SIZE_ENV, DEFAULT_CACHE_SIZE))
+        self.cache = GeneratorCache(size)
         self.lease_ttl = float(lease_ttl if lease_ttl is not None else os.environ.get(LEASE_TTL_ENV, 10))
         if self.lease_ttl <= 0:
             raise ValueError(f"the lease must be a positive number of seconds (${LEASE_TTL_ENV}), not {self.lease_ttl}")
@@ -70,6 +80,7 @@ class Worker(SimpleWorker):
             self._keeper.join(timeout=5)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        use_cache(self.cache)
         durable_job = (job.func_name or "").startswith(_DURABLE_JOBS)
         try:
             if durable_job:
@@ -87,6 +98,36 @@ class Worker(SimpleWorker):
             # nothing, its lease lapses and a worker (maybe this one) runs it again.
             log.error("Redis connection lost while running %s (%s); waiting for it to come back", job.id, exc)
             self._wait_for_redis()
+
+    # RQ's work loop quits on any Redis error outside its dequeue retry (its heartbeat,
+    # its state updates, its maintenance): ride those out instead, so that a Redis
+    # restart never ends a worker.
+    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
+        self._riding_out("the heartbeat", super().heartbeat, *args, **kwargs)
+
+    def check_for_suspension(self, *args: Any, **kwargs: Any) -> None:
+        self._riding_out("the suspension check", super().check_for_suspension, *args, **kwargs)
+
+    def run_maintenance_tasks(self) -> None:
+        self._riding_out("maintenance", super().run_maintenance_tasks)
+
+    def dequeue_job_and_maintain_ttl(self, *args: Any, **kwargs: Any) -> Any:
+        while True:
+            try:
+                return super().dequeue_job_and_maintain_ttl(*args, **kwargs)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.error("Redis connection lost while waiting for jobs (%s); waiting for it", exc)
+                self._wait_for_redis()
+                if self._stop_requested:
+                    return None
+
+    def _riding_out(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.error("Redis connection lost during %s (%s); waiting for it to come back", what, exc)
+            self._wait_for_redis()
+            return None
 
     def _wait_for_redis(self) -> None:
         delay = 0.5
@@ -109,7 +150,9 @@ class Worker(SimpleWorker):
                     self.store.hold_leases([holding], self.lease_ttl)
                 self.recover()
                 self.store.promote_due(self.queue_names())
-            except Exception:  # a Redis hiccup must not kill the keeper; the next round retries
+            except (redis.ConnectionError, redis.TimeoutError) as exc:  # the main loop reports outages
+                log.debug("durable lease keeper: Redis unreachable (%s), retrying", exc)
+            except Exception:  # anything else must not kill the keeper either; the next round retries
                 log.exception("durable lease keeper: round failed, retrying")
 
     def recover(self) -> int:
