@@ -58,7 +58,10 @@ from .replay import Decision, Replayer
 from .serialization import dumps, loads
 from .store import TERMINAL, Delivery, Dispatch, Meta, NewRun, NewWorkflow, Store, validate_workflow_id
 
-__all__ = ["advance", "run_activity", "fire_timer", "advance_dispatch", "use_cache", "Step", "KEEP_RUNS_ENV"]
+__all__ = [
+    "advance", "run_activity", "fire_timer", "advance_dispatch", "use_cache", "lease_job", "lease_released", "Step",
+    "KEEP_RUNS_ENV",
+]
 
 log = logging.getLogger("durable.runtime")
 
@@ -78,7 +81,7 @@ def advance_dispatch(workflow_id: str, run_id: str, queue: str) -> Dispatch:
 
 # The worker that runs jobs in this process (durable.Worker sets it): its generator cache
 # and its Store, reused across jobs instead of rebuilt per job.
-_worker_state: dict[str, Any] = {"cache": None, "stores": {}}
+_worker_state: dict[str, Any] = {"cache": None, "stores": {}, "lease": None, "released": False}
 
 
 def use_cache(cache: GeneratorCache | None) -> None:
@@ -99,6 +102,17 @@ def _store() -> Store:
 
 def _cache() -> GeneratorCache | None:
     return cast(GeneratorCache | None, _worker_state["cache"])
+
+
+def lease_job(job_id: str | None) -> None:
+    """Tell the job functions which job's lease the worker holds (None: none)."""
+    _worker_state["lease"] = job_id
+    _worker_state["released"] = False
+
+
+def lease_released() -> bool:
+    """Whether the last job's final commit already ended its lease."""
+    return bool(_worker_state["released"])
 
 
 def advance(workflow_id: str, run_id: str) -> None:
@@ -213,12 +227,12 @@ class Step:
                     replayer.feed(fired)
                     continue
                 if work.events or work.dispatch:
-                    if not self._commit(work, replayer):
+                    if not self._commit(work, replayer, final=True):
                         return False
                 return self._keep(replayer, work.length + len(work.events))
             if decision.kind != "schedule":
                 self._finish(meta, decision, work)
-                return self._commit(work, replayer)
+                return self._commit(work, replayer, final=True)
             ran_inline = False
             for seq, command in decision.new:
                 if isinstance(command, ActivityCall) and command.options.inline and work.events:
@@ -423,7 +437,7 @@ class Step:
             wake = advance_dispatch(meta.parent, meta.parent_run, meta.parent_queue or meta.queue)
             work.deliver.append(Delivery(meta.parent, event, wake))
 
-    def _commit(self, work: _Round, replayer: Replayer) -> bool:
+    def _commit(self, work: _Round, replayer: Replayer, *, final: bool = False) -> bool:
         if self._held is not None:
             work.meta["stuck"] = self._held
         elif self._was_held:
@@ -433,10 +447,16 @@ class Step:
                 work.meta["custom"] = dumps(replayer.custom_status, "the value passed to durable.set_status")
             except (SerializationError, PayloadTooLarge) as exc:
                 log.warning("workflow %s: %s", self.workflow_id, exc)
-        return self.store.commit(
+        # The job's last commit also ends its lease (one round trip fewer per job);
+        # earlier commits must not, or a crash after them would go unrecovered.
+        lease = _worker_state["lease"] if final and work.new_run is None else None
+        won = self.store.commit(
             self.workflow_id, work.length, work.events, meta=work.meta, dispatch=work.dispatch, notify=work.notify,
-            children=work.children, deliver=work.deliver, new_run=work.new_run,
+            children=work.children, deliver=work.deliver, new_run=work.new_run, release_lease=lease,
         )
+        if won and lease is not None:
+            _worker_state["released"] = True
+        return won
 
     def _cancel_children(self) -> None:
         """Cancellation reaches the whole tree: request it for every child still running."""

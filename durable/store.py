@@ -305,6 +305,7 @@ class Store:
         children: Sequence[NewWorkflow] = (),
         deliver: Sequence[Delivery] = (),
         new_run: NewRun | None = None,
+        release_lease: str | None = None,
     ) -> bool:
         """Append ``events`` if history still has ``expected_length`` events, atomically with
         the meta update, the jobs to enqueue, the children to create, the events to deliver
@@ -312,6 +313,7 @@ class Store:
 
         Returns False, having written nothing, when another writer got there first
         (or a child id to create exists by now: the caller's next replay sees it).
+        ``release_lease`` ends that job's lease in the same write (its last commit).
         Raises ``SerializationError`` (writing nothing) when an event cannot be encoded.
         """
         encoded = [encode_event(event) for event in events]
@@ -325,6 +327,8 @@ class Store:
         pipe = self.conn.pipeline(transaction=True)
         pipe.multi()
         self._writes(pipe, workflow_id, encoded, meta, dispatch, notify, children, delivered)
+        if release_lease is not None:
+            pipe.zrem(self.leases_key, release_lease)
         argv: list[Any] = [expected_length, len(children), *(self.meta_key(c.workflow_id) for c in children)]
         for args, _options in pipe.command_stack:
             argv.append(len(args))
@@ -515,12 +519,16 @@ class Store:
         return moved
 
     # -- leases ---------------------------------------------------------------
-    def hold_leases(self, job_ids: Iterable[str], ttl: float) -> None:
-        """Mark jobs as being run by a live worker for the next ``ttl`` seconds."""
+    def hold_leases(self, job_ids: Iterable[str], ttl: float, *, renew: bool = False) -> None:
+        """Mark jobs as being run by a live worker for the next ``ttl`` seconds.
+
+        ``renew`` only extends leases that still exist, so a renewal racing the
+        release at the end of a job cannot bring a finished job's lease back.
+        """
         expiry = clock.now() + ttl
         mapping = {job_id: expiry for job_id in job_ids}
         if mapping:
-            self.conn.zadd(self.leases_key, mapping)
+            self.conn.zadd(self.leases_key, mapping, xx=renew)
 
     def release_lease(self, job_id: str) -> None:
         self.conn.zrem(self.leases_key, job_id)

@@ -31,7 +31,7 @@ from rq.job import Job
 from rq.queue import Queue
 
 from .cache import CACHE_SIZE_ENV, GeneratorCache
-from .runtime import use_cache
+from .runtime import lease_job, lease_released, use_cache
 from .store import Dispatch, Store
 
 __all__ = ["Worker", "LEASE_TTL_ENV", "CACHE_SIZE_ENV", "DEFAULT_CACHE_SIZE"]
@@ -86,12 +86,15 @@ class Worker(SimpleWorker):
             if durable_job:
                 self.store.hold_leases([job.id], self.lease_ttl)
                 self._holding = job.id
+                lease_job(job.id)
             try:
                 super().execute_job(job, queue)
             finally:
                 self._holding = None
             if durable_job:
-                self.store.release_lease(job.id)
+                if not lease_released():  # the job's last commit usually ended it already
+                    self.store.release_lease(job.id)
+                lease_job(None)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # Redis went away mid-job. RQ's loop would quit on this; instead wait for it
             # to come back. The step either committed or wrote nothing; if it wrote
@@ -147,7 +150,7 @@ class Worker(SimpleWorker):
             try:
                 holding = self._holding
                 if holding is not None:
-                    self.store.hold_leases([holding], self.lease_ttl)
+                    self.store.hold_leases([holding], self.lease_ttl, renew=True)
                 self.recover()
                 self.store.promote_due(self.queue_names())
             except (redis.ConnectionError, redis.TimeoutError) as exc:  # the main loop reports outages
