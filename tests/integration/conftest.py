@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 import redis
 
+import durable
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW_MODULE = "tests.workflows"
 LEASE_TTL = "2"
@@ -124,6 +126,18 @@ def redis_url(redis_server: str) -> Iterator[str]:
 
 
 @dataclass
+@pytest.fixture
+def client(redis_url: str) -> durable.Client:
+    return durable.Client(redis_url)
+
+
+@pytest.fixture
+def conn(redis_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url)
+    yield c
+    c.close()
+
+
 class Proc:
     name: str
     popen: subprocess.Popen

@@ -81,18 +81,6 @@ def long_chain_add_args(n: int) -> list[tuple[int, int]]:
     return pairs
 
 
-@pytest.fixture
-def client(redis_url: str) -> durable.Client:
-    return durable.Client(redis_url)
-
-
-@pytest.fixture
-def conn(redis_url: str):
-    c = redis.Redis.from_url(redis_url)
-    yield c
-    c.close()
-
-
 # -- a. the sample workflows on two real workers ----------------------------------------------------
 
 

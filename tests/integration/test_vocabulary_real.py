@@ -83,18 +83,6 @@ def child_handle(client: durable.Client, workflow_id: str) -> durable.WorkflowHa
         return None
 
 
-@pytest.fixture
-def client(redis_url: str) -> durable.Client:
-    return durable.Client(redis_url)
-
-
-@pytest.fixture
-def conn(redis_url: str):
-    c = redis.Redis.from_url(redis_url)
-    yield c
-    c.close()
-
-
 # -- 1. signals -----------------------------------------------------------------------------------
 
 
