@@ -125,7 +125,6 @@ def redis_url(redis_server: str) -> Iterator[str]:
 # -- worker subprocesses --------------------------------------------------------------
 
 
-@dataclass
 @pytest.fixture
 def client(redis_url: str) -> durable.Client:
     return durable.Client(redis_url)
@@ -138,6 +137,7 @@ def conn(redis_url: str) -> Iterator[redis.Redis]:
     c.close()
 
 
+@dataclass
 class Proc:
     name: str
     popen: subprocess.Popen
