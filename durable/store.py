@@ -17,9 +17,10 @@ Shared::
 
 Writes to history are compare-and-append: ``commit`` succeeds only if the
 history still has the length the caller replayed, and it records the events,
-updates the meta hash and enqueues the RQ jobs that follow in one MULTI/EXEC
-under WATCH. A loser of a race writes nothing and simply replays again, which
-is how a completion is recorded exactly once however often its job runs.
+updates the meta hash and enqueues the RQ jobs that follow in one round trip
+(the ``_COMMIT`` script; WATCH/MULTI for ``continue_as_new``). A loser of a
+race writes nothing and simply replays again, which is how a completion is
+recorded exactly once however often its job runs.
 """
 
 from __future__ import annotations
