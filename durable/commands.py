@@ -132,6 +132,16 @@ class ActivityCall(Command):
     def with_options(self, **changes: Any) -> ActivityCall:
         return replace(self, options=replace(self.options, **changes))
 
+    @classmethod
+    def make(
+        cls, activity: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: ActivityOptions
+    ) -> ActivityCall:
+        """The same as the constructor, without the frozen dataclass's per-field
+        ``object.__setattr__``: every replayed activity call builds one."""
+        call = object.__new__(cls)
+        call.__dict__.update(activity=activity, args=args, kwargs=kwargs, options=options)
+        return call
+
 
 @dataclass(frozen=True)
 class StartTimer(Command):

@@ -92,7 +92,7 @@ class Activity(Generic[F]):
         _local[self.path] = self
 
     def __call__(self, *args: Any, **kwargs: Any) -> ActivityCall:
-        return ActivityCall(self.path, args, kwargs, self.defaults)
+        return ActivityCall.make(self.path, args, kwargs, self.defaults)
 
     def options(
         self,

@@ -53,6 +53,7 @@ from .events import (
     ActivityCompleted,
     ActivityFailedEvent,
     ActivityRetrying,
+    ActivityScheduled,
     CancelRequested,
     ChildCompleted,
     ChildFailed,
@@ -180,28 +181,42 @@ class Replayer:
 
     def feed(self, events: Iterable[Event]) -> None:
         """Add history events, in history order, after those already fed."""
+        scheduled, answers, opened = self._scheduled, self._answers, self._open
+        index = self._length
         for event in events:
-            index = self._length
-            self._length += 1
-            if event.schedules:
-                self._scheduled[event.seq] = event
+            kind = type(event)
+            if kind is ActivityScheduled:  # the two commonest events first, without the general checks
+                scheduled[event.seq] = opened[event.seq] = event
                 self._last_command_index = index
-                if not event.resolves:
-                    self._open[event.seq] = event
-            if isinstance(event, ActivityRetrying):
-                self._attempts.add((event.seq, event.attempt))
-            if event.resolves:
-                self._open.pop(event.seq, None)
-                if isinstance(event, (ChildCompleted, ChildFailed)) and event.parent_run not in ("", self._run_id):
-                    continue  # the answer of a child started by an earlier run
-                self._answers.setdefault(event.seq, (index, event))
-            elif isinstance(event, SignalReceived):
-                self._signals.setdefault(event.signal, []).append((index, event.payload))
-            elif isinstance(event, CancelRequested):
-                self._cancels.append(index)
-            elif isinstance(event, tuple(_TERMINAL_KIND)):
-                self._terminal = event
-                self._last_command_index = index
+            elif kind is ActivityCompleted:
+                opened.pop(event.seq, None)
+                if event.seq not in answers:
+                    answers[event.seq] = (index, event)
+            else:
+                self._feed_other(event, index)
+            index += 1
+        self._length = index
+
+    def _feed_other(self, event: Event, index: int) -> None:
+        if event.schedules:
+            self._scheduled[event.seq] = event
+            self._last_command_index = index
+            if not event.resolves:
+                self._open[event.seq] = event
+        if isinstance(event, ActivityRetrying):
+            self._attempts.add((event.seq, event.attempt))
+        if event.resolves:
+            self._open.pop(event.seq, None)
+            if isinstance(event, (ChildCompleted, ChildFailed)) and event.parent_run not in ("", self._run_id):
+                return  # the answer of a child started by an earlier run
+            self._answers.setdefault(event.seq, (index, event))
+        elif isinstance(event, SignalReceived):
+            self._signals.setdefault(event.signal, []).append((index, event.payload))
+        elif isinstance(event, CancelRequested):
+            self._cancels.append(index)
+        elif isinstance(event, tuple(_TERMINAL_KIND)):
+            self._terminal = event
+            self._last_command_index = index
 
     def open_command(self, seq: int) -> Event | None:
         """The event that recorded command ``seq`` if history has no answer to it yet
