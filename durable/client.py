@@ -16,7 +16,7 @@ from .connection import connect
 from .errors import Cancelled, WorkflowAlreadyExists, WorkflowFailed, WorkflowNotFound
 from .events import ErrorInfo, Event, SignalReceived, to_dict
 from .registry import Workflow, is_importable
-from .runtime import advance_dispatch, request_cancel
+from .runtime import advance_dispatch, request_cancel, wake_dispatch
 from .serialization import dumps, loads
 from .store import TERMINAL, Store, validate_workflow_id
 
@@ -175,9 +175,8 @@ class WorkflowHandle:
             raise TypeError("a signal needs a name (a non-empty string)")
         event = SignalReceived(time=clock.now(), signal=name, payload=payload)
         dumps(payload, f"the payload of signal {name!r}")
-        self.client.store.send_to_running(
-            self.id, event, f"signal {name!r}", lambda meta: advance_dispatch(self.id, meta.run_id, meta.queue)
-        )
+        store = self.client.store
+        store.send_to_running(self.id, event, f"signal {name!r}", lambda meta: wake_dispatch(store, self.id, meta))
 
     def cancel(self) -> bool:
         """Ask the workflow to cancel: ``durable.Cancelled`` is raised at its current ``yield``,

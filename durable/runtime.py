@@ -59,7 +59,8 @@ from .serialization import dumps, loads
 from .store import TERMINAL, Delivery, Dispatch, Meta, NewRun, NewWorkflow, Store, validate_workflow_id
 
 __all__ = [
-    "advance", "run_activity", "fire_timer", "advance_dispatch", "use_cache", "lease_job", "lease_released", "Step",
+    "advance", "run_activity", "fire_timer", "advance_dispatch", "wake_dispatch", "use_cache", "lease_job",
+    "lease_released", "Step",
     "KEEP_RUNS_ENV",
 ]
 
@@ -81,12 +82,23 @@ def advance_dispatch(workflow_id: str, run_id: str, queue: str) -> Dispatch:
 
 # The worker that runs jobs in this process (durable.Worker sets it): its generator cache
 # and its Store, reused across jobs instead of rebuilt per job.
-_worker_state: dict[str, Any] = {"cache": None, "stores": {}, "lease": None, "released": False}
+_worker_state: dict[str, Any] = {"cache": None, "stores": {}, "lease": None, "released": False, "own": None}
 
 
-def use_cache(cache: GeneratorCache | None) -> None:
-    """Make the job functions in this process keep suspended runs in ``cache``."""
+def use_cache(cache: GeneratorCache | None, own_queue: str | None = None) -> None:
+    """Make the job functions in this process keep suspended runs in ``cache``, and route
+    the next steps of those runs to ``own_queue`` (this worker's own queue)."""
     _worker_state["cache"] = cache
+    _worker_state["own"] = own_queue if cache is not None and cache.size else None
+
+
+def wake_dispatch(store: Store, workflow_id: str, meta: Meta) -> Dispatch:
+    """An ``advance`` job for ``meta``'s run: to the worker that keeps its generator if it
+    is alive (a cache hit there), else to the workflow's queue."""
+    if meta.owner and store.is_alive(meta.owner):
+        return Dispatch(ADVANCE, (workflow_id, meta.run_id), meta.owner, home=meta.queue,
+                        description=f"durable advance {workflow_id}")
+    return advance_dispatch(workflow_id, meta.run_id, meta.queue)
 
 
 def _store() -> Store:
@@ -169,6 +181,7 @@ class Step:
         self._values: dict[int, ValueRecorded] = {}
         self._held: str | None = None  # why this step could not do everything (shown as "held")
         self._was_held = False
+        self._solo = False
 
     def run(self) -> None:
         for _ in range(MAX_ROUNDS):
@@ -227,6 +240,9 @@ class Step:
                     replayer.feed(fired)
                     continue
                 if work.events or work.dispatch:
+                    own = _worker_state["own"]
+                    if own and own != meta.owner:
+                        work.meta["owner"] = own  # wake-ups for this run now come here
                     if not self._commit(work, replayer, final=True):
                         return False
                 return self._keep(replayer, work.length + len(work.events))
@@ -234,6 +250,10 @@ class Step:
                 self._finish(meta, decision, work)
                 return self._commit(work, replayer, final=True)
             ran_inline = False
+            # One queued activity at a time (not a fan-out) follows its generator to this
+            # worker's own queue, so that its completion continues the run from the cache.
+            queued = [c for _, c in decision.new if isinstance(c, ActivityCall) and not c.options.inline]
+            self._solo = len(queued) == 1
             for seq, command in decision.new:
                 if isinstance(command, ActivityCall) and command.options.inline and work.events:
                     # Record what is known before running more user code: a crash in the
@@ -304,9 +324,9 @@ class Step:
                     new += outcome.events
                     work.dispatch += self._retry_dispatch(meta, event, 1, outcome)
                 else:
+                    queue, home = self._route(meta, command.options.queue, self._solo)
                     work.dispatch.append(
-                        Dispatch(RUN_ACTIVITY, (self.workflow_id, self.run_id, seq, 1),
-                                 command.options.queue or meta.queue,
+                        Dispatch(RUN_ACTIVITY, (self.workflow_id, self.run_id, seq, 1), queue, home=home,
                                  description=f"durable activity {command.activity} for {self.workflow_id}#{seq}")
                     )
             elif isinstance(command, (StartTimer, WaitSignal)):
@@ -375,7 +395,7 @@ class Step:
     ) -> list[Dispatch]:
         if outcome.retry_at is None:
             return []
-        queue = scheduled.activity_options().queue or meta.queue
+        queue, home = self._route(meta, scheduled.activity_options().queue, outcome.missing_code is None)
         if outcome.missing_code is not None:
             self._held = (f"activity {scheduled.activity} cannot be imported on a worker of queue {queue!r} "
                           f"({outcome.missing_code}); trying again every {MISSING_CODE_RETRY:g} s")
@@ -383,14 +403,24 @@ class Step:
         else:
             attempt += 1
         return [
-            Dispatch(RUN_ACTIVITY, (self.workflow_id, self.run_id, scheduled.seq, attempt), queue,
+            Dispatch(RUN_ACTIVITY, (self.workflow_id, self.run_id, scheduled.seq, attempt), queue, home=home,
                      at=outcome.retry_at,
                      description=f"durable attempt {attempt} of {scheduled.activity} for {self.workflow_id}")
         ]
 
     def _timer_dispatch(self, meta: Meta, seq: int, fire_at: float) -> Dispatch:
-        return Dispatch(FIRE_TIMER, (self.workflow_id, self.run_id, seq), meta.queue, at=fire_at,
+        queue, home = self._route(meta, None, True)
+        return Dispatch(FIRE_TIMER, (self.workflow_id, self.run_id, seq), queue, at=fire_at, home=home,
                         description=f"durable timer {self.workflow_id}#{seq}")
+
+    def _route(self, meta: Meta, asked: str | None, sticky: bool) -> tuple[str, str | None]:
+        """(queue, home) for a job of this run: this worker's own queue when the job is on
+        the workflow's queue and follows the generator, else the queue it asks for."""
+        queue = asked or meta.queue
+        own = _worker_state["own"]
+        if sticky and own and queue == meta.queue:
+            return own, queue
+        return queue, None
 
     # -- endings ---------------------------------------------------------------------------------
     def _finish(self, meta: Meta, decision: Decision, work: _Round) -> None:
@@ -482,7 +512,7 @@ def request_cancel(store: Store, workflow_id: str, reason: str = "") -> bool:
     from_events = CancelRequested(time=clock.now(), reason=reason)
     return store.send_to_running(
         workflow_id, from_events, "cancel",
-        lambda meta: advance_dispatch(workflow_id, meta.run_id, meta.queue),
+        lambda meta: wake_dispatch(store, workflow_id, meta),
         meta_fields={"cancel_requested": "1"},
         skip=lambda meta: meta.cancel_requested,
     )

@@ -82,6 +82,46 @@ end
 return 1
 """
 
+# ARGV[1] = the set of workers' own queue names; ARGV[2] = the prefix of their liveness keys;
+# ARGV[3] = RQ's queue key prefix; ARGV[4] = RQ's scheduled-registry key prefix; ARGV[5] = RQ's
+# job key prefix; ARGV[6] = RQ's set of queue keys. For every own queue whose liveness key is
+# gone, moves its queued, dequeued-but-unstarted and scheduled jobs to each job's home queue
+# (the job hash's durable_home field) and forgets the queue, all at once: a worker killed
+# half-way through cannot strand what it was moving. Returns how many jobs moved.
+# (RQ's keys are not declared in KEYS: standalone Redis and Sentinel allow it, like _COMMIT.)
+_REHOME = """
+local moved = 0
+for _, name in ipairs(redis.call('SMEMBERS', ARGV[1])) do
+  if redis.call('EXISTS', ARGV[2] .. name) == 0 then
+    for _, list in ipairs({ARGV[3] .. name, ARGV[3] .. name .. ':intermediate'}) do
+      for _, id in ipairs(redis.call('LRANGE', list, 0, -1)) do
+        local home = redis.call('HGET', ARGV[5] .. id, 'durable_home')
+        if home then
+          redis.call('RPUSH', ARGV[3] .. home, id)
+          redis.call('SADD', ARGV[6], ARGV[3] .. home)
+          redis.call('HSET', ARGV[5] .. id, 'origin', home, 'status', 'queued')
+          moved = moved + 1
+        end
+      end
+      redis.call('DEL', list)
+    end
+    local entries = redis.call('ZRANGE', ARGV[4] .. name, 0, -1, 'WITHSCORES')
+    for i = 1, #entries, 2 do
+      local home = redis.call('HGET', ARGV[5] .. entries[i], 'durable_home')
+      if home then
+        redis.call('ZADD', ARGV[4] .. home, entries[i + 1], entries[i])
+        redis.call('SADD', ARGV[6], ARGV[3] .. home)
+        redis.call('HSET', ARGV[5] .. entries[i], 'origin', home)
+        moved = moved + 1
+      end
+    end
+    redis.call('DEL', ARGV[4] .. name)
+    redis.call('SREM', ARGV[1], name)
+  end
+end
+return moved
+"""
+
 _RPUSH_CHUNK = 500  # events per RPUSH: keeps each command far below Lua's unpack limit
 
 
@@ -109,6 +149,7 @@ class Dispatch:
     queue: str
     at: float | None = None
     description: str = ""
+    home: str | None = None  # set when ``queue`` is a worker's own: where the job goes if that worker dies
 
 
 @dataclass(frozen=True)
@@ -166,6 +207,7 @@ class Meta:
     parent_run: str = ""
     parent_seq: int = -1
     parent_queue: str = ""
+    owner: str = ""  # the own queue of the worker that keeps this run's generator
 
     @classmethod
     def decode(cls, workflow_id: str, raw: dict[bytes, bytes]) -> Meta:
@@ -192,6 +234,7 @@ class Meta:
             parent_run=text("parent_run"),
             parent_seq=int(text("parent_seq", "-1")),
             parent_queue=text("parent_queue"),
+            owner=text("owner"),
         )
 
 
@@ -204,6 +247,7 @@ class Store:
         self._queues: dict[str, Queue] = {}
         self._claim_expired = conn.register_script(_CLAIM_EXPIRED)
         self._commit_script = conn.register_script(_COMMIT)
+        self._rehome_script = conn.register_script(_REHOME)
 
     # -- keys ---------------------------------------------------------------
     def meta_key(self, workflow_id: str) -> str:
@@ -472,18 +516,25 @@ class Store:
         queue = self.queue(item.queue)
         # timeout=-1: durable enforces activity timeouts itself, so RQ must not kill a step
         # half-way; result_ttl=0: the job's outcome lives in history, not in RQ.
+        meta = {"durable_home": item.home} if item.home else None
         if item.at is not None and item.at > clock.now():
             job = queue.create_job(
                 item.func, args=item.args, timeout=-1, result_ttl=0, description=item.description,
-                status=JobStatus.SCHEDULED,
+                status=JobStatus.SCHEDULED, meta=meta,
             )
             # RQ stores whole seconds and fires when now >= that second: round up so a
             # timer never fires early.
             when = datetime.fromtimestamp(math.ceil(item.at), tz=UTC)
             queue.schedule_job(job, when, pipeline=pipe)
         else:
-            job = queue.create_job(item.func, args=item.args, timeout=-1, result_ttl=0, description=item.description)
+            job = queue.create_job(item.func, args=item.args, timeout=-1, result_ttl=0, description=item.description,
+                                   meta=meta)
             queue.enqueue_job(job, pipeline=pipe)
+        if item.home:
+            # A plain field the rehome script can read, and the own queue (re)listed in the
+            # same write, so that a job routed to a worker that just died is never missed.
+            pipe.hset(job.key, "durable_home", item.home)
+            pipe.sadd(self.sticky_key, item.queue)
 
     def promote_due(self, queue_names: Iterable[str]) -> int:
         """Move scheduled jobs that are due onto their queues; returns how many moved.
@@ -519,6 +570,36 @@ class Store:
                     continue  # someone else moved them (or added one): next round
         return moved
 
+    # -- sticky routing: each worker's own queue -----------------------------------
+    def alive_key(self, queue_name: str) -> str:
+        return f"{self.prefix}:alive:{queue_name}"
+
+    @property
+    def sticky_key(self) -> str:
+        return f"{self.prefix}:sticky"
+
+    def mark_alive(self, queue_name: str, ttl: float) -> None:
+        """Say the worker serving its own queue ``queue_name`` lives for ``ttl`` more seconds."""
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.set(self.alive_key(queue_name), 1, px=max(1, int(ttl * 1000)))
+        pipe.sadd(self.sticky_key, queue_name)
+        pipe.execute()
+
+    def is_alive(self, queue_name: str) -> bool:
+        return bool(self.conn.exists(self.alive_key(queue_name)))
+
+    def mark_gone(self, queue_name: str) -> None:
+        self.conn.delete(self.alive_key(queue_name))
+
+    def rehome_dead(self) -> int:
+        """Move the jobs waiting in dead workers' own queues (queued, dequeued but never
+        started, or scheduled) to their home queues, atomically; returns how many moved."""
+        queue = self.queue("x")
+        args = [self.sticky_key, self.alive_key(""), queue.redis_queue_namespace_prefix,
+                ScheduledJobRegistry(queue=queue).key[: -len("x")], Job.redis_job_namespace_prefix,
+                queue.redis_queues_keys]
+        return int(self._rehome_script(keys=[], args=args))
+
     # -- leases ---------------------------------------------------------------
     def hold_leases(self, job_ids: Iterable[str], ttl: float, *, renew: bool = False) -> None:
         """Mark jobs as being run by a live worker for the next ``ttl`` seconds.
@@ -530,6 +611,14 @@ class Store:
         mapping = {job_id: expiry for job_id in job_ids}
         if mapping:
             self.conn.zadd(self.leases_key, mapping, xx=renew)
+
+    def take_job(self, job_id: str, ttl: float, intermediate_key: str) -> None:
+        """Lease a job a worker is starting and take it off RQ's intermediate list, in one
+        round trip (RQ leaves it there when a worker serves several queues)."""
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.zadd(self.leases_key, {job_id: clock.now() + ttl})
+        pipe.lrem(intermediate_key, 1, job_id)
+        pipe.execute()
 
     def release_lease(self, job_id: str) -> None:
         self.conn.zrem(self.leases_key, job_id)

@@ -68,8 +68,10 @@ class WorkflowEnvironment:
         self._order = itertools.count()
         self._fakes: list[str] = []
         self._previous_clock: Callable[[], float] | None = None
+        self._worker = Worker(list(self.queues), connection=self.conn, lease_ttl=60)
+        if self._worker.own_queue:  # the in-process worker's own queue (sticky routing) is served too
+            self.queues = (self._worker.own_queue, *self.queues)
         self._queue_objects = [Queue(name, connection=self.conn) for name in self.queues]
-        self._worker: Worker | None = None
 
     # -- context ----------------------------------------------------------------------
     def __enter__(self) -> WorkflowEnvironment:
@@ -169,8 +171,6 @@ class WorkflowEnvironment:
         One worker object serves every drain: its job loop is RQ's own
         (``execute_job``), without the per-burst registration a ``work()`` call costs.
         """
-        if self._worker is None:
-            self._worker = Worker(list(self._queue_objects), connection=self.conn, lease_ttl=60)
         while True:
             found = Queue.dequeue_any(self._queue_objects, None, connection=self.conn)
             if found is None:

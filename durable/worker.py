@@ -22,11 +22,12 @@ import logging
 import os
 import threading
 import time
+import uuid
 from typing import Any
 
 import redis
 from rq import SimpleWorker
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.job import Job
 from rq.queue import Queue
 
@@ -43,6 +44,53 @@ DEFAULT_CACHE_SIZE = 1000
 _DURABLE_JOBS = "durable.runtime."
 
 
+class DurableQueue(Queue):
+    """RQ's Queue, dequeuing from several queues the way RQ dequeues from one.
+
+    RQ moves a job from a single queue into an intermediate list as it takes it
+    (so a worker that dies before starting it leaves a trace the recovery sweep
+    finds), but pops from several queues with BLPOP, which leaves none. A durable
+    worker always serves several (its own queue first, then the shared ones), so
+    it takes jobs with LMOVE from each in order, and blocks on the last one in
+    short slices between passes.
+    """
+
+    BLOCK_SLICE = 0.5  # seconds: how long an idle worker may miss a job arriving on an earlier queue
+
+    @classmethod
+    def dequeue_any(  # type: ignore[override]
+        cls,
+        queues: Any,
+        timeout: int | None,
+        connection: Any,
+        job_class: Any = None,
+        serializer: Any = None,
+        death_penalty_class: Any = None,
+    ) -> Any:
+        queues = list(queues)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            for queue in queues:
+                moved = connection.lmove(queue.key, queue.intermediate_queue_key)
+                if moved is not None:
+                    break
+            else:
+                if deadline is None:
+                    return None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DequeueTimeout(timeout, ",".join(q.key for q in queues))
+                queue = queues[-1]
+                moved = connection.blmove(queue.key, queue.intermediate_queue_key, min(cls.BLOCK_SLICE, remaining))
+                if moved is None:
+                    continue
+            job_id = moved.decode() if isinstance(moved, bytes) else str(moved)
+            found = cls._fetch_dequeued_job(connection, queue.key, job_id, job_class=job_class,
+                                            serializer=serializer, death_penalty_class=death_penalty_class)
+            if found is not None:
+                return found
+
+
 class Worker(SimpleWorker):
     """An RQ worker for durable workflows; use it like any RQ worker class.
 
@@ -54,11 +102,25 @@ class Worker(SimpleWorker):
     them reads and applies only the new events.
     """
 
+    queue_class = DurableQueue
+
     def __init__(
-        self, *args: Any, lease_ttl: float | None = None, cache_size: int | None = None, **kwargs: Any
+        self,
+        queues: Any,
+        name: str | None = None,
+        *args: Any,
+        lease_ttl: float | None = None,
+        cache_size: int | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
         size = cache_size if cache_size is not None else int(os.environ.get(CACHE_SIZE_ENV, DEFAULT_CACHE_SIZE))
+        name = name or uuid.uuid4().hex
+        # Its own queue, served first: steps of runs whose generator it keeps are routed here.
+        self.own_queue = f"durable-w-{name}" if size else None
+        listed: list[Any] = [queues] if isinstance(queues, (str, Queue)) else list(queues)
+        if self.own_queue:
+            listed.insert(0, self.own_queue)
+        super().__init__(listed, name, *args, **kwargs)
         self.cache = GeneratorCache(size)
         self.lease_ttl = float(lease_ttl if lease_ttl is not None else os.environ.get(LEASE_TTL_ENV, 10))
         if self.lease_ttl <= 0:
@@ -71,6 +133,8 @@ class Worker(SimpleWorker):
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         self._stop.clear()
+        if self.own_queue:
+            self.store.mark_alive(self.own_queue, self.lease_ttl)
         self._keeper = threading.Thread(target=self._keep, name="durable-lease-keeper", daemon=True)
         self._keeper.start()
         try:
@@ -78,13 +142,24 @@ class Worker(SimpleWorker):
         finally:
             self._stop.set()
             self._keeper.join(timeout=5)
+            self.leave()
+
+    def leave(self) -> None:
+        """Hand back what waits in this worker's own queue (a clean exit: no need to wait
+        for its liveness to lapse)."""
+        if self.own_queue:
+            try:
+                self.store.mark_gone(self.own_queue)
+                self.store.rehome_dead()
+            except (redis.ConnectionError, redis.TimeoutError):
+                log.warning("could not hand back the jobs of %s: the others will once it expires", self.own_queue)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        use_cache(self.cache)
+        use_cache(self.cache, self.own_queue)
         durable_job = (job.func_name or "").startswith(_DURABLE_JOBS)
         try:
             if durable_job:
-                self.store.hold_leases([job.id], self.lease_ttl)
+                self.store.take_job(job.id, self.lease_ttl, queue.intermediate_queue_key)
                 self._holding = job.id
                 lease_job(job.id)
             try:
@@ -151,7 +226,10 @@ class Worker(SimpleWorker):
                 holding = self._holding
                 if holding is not None:
                     self.store.hold_leases([holding], self.lease_ttl, renew=True)
+                if self.own_queue:
+                    self.store.mark_alive(self.own_queue, self.lease_ttl)
                 self.recover()
+                self.store.rehome_dead()
                 self.store.promote_due(self.queue_names())
             except (redis.ConnectionError, redis.TimeoutError) as exc:  # the main loop reports outages
                 log.debug("durable lease keeper: Redis unreachable (%s), retrying", exc)
@@ -185,6 +263,8 @@ class Worker(SimpleWorker):
         if not (job.func_name or "").startswith(_DURABLE_JOBS):
             return 0
         log.warning("recovering %s %s: %s", job.func_name, job.args, why)
-        again = Dispatch(job.func_name or "", tuple(job.args), job.origin, description=job.description or "")
+        # Back to the job's home queue: if it came from a worker's own queue, that worker is gone.
+        home = (job.meta or {}).get("durable_home") or job.origin
+        again = Dispatch(job.func_name or "", tuple(job.args), home, description=job.description or "")
         self.store.enqueue([again])
         return 1

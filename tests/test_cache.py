@@ -10,9 +10,10 @@ from durable.replay import Replayer
 from tests import workflows
 
 
-def run_next_job(worker: durable.Worker, client: durable.Client) -> str | None:
-    queue = Queue("durable", connection=client.conn)
-    found = Queue.dequeue_any([queue], None, connection=client.conn)
+def run_next_job(worker: durable.Worker, client: durable.Client, source: durable.Worker | None = None) -> str | None:
+    """Run on ``worker`` the next job ``source`` (default: the same worker) would take:
+    its own queue first, then the shared one."""
+    found = Queue.dequeue_any((source or worker).queues, None, connection=client.conn)
     if found is None:
         return None
     job, q = found
@@ -50,8 +51,8 @@ def test_a_stale_entry_catches_up_on_what_others_recorded(client):
     b = durable.Worker(["durable"], connection=client.conn, cache_size=0)
     handle = client.start(workflows.long_chain, 6, 0.0, workflow_id="shared")
     turn = [a, b, b, a, b, a, a, b, a]
-    for worker in turn * 2:
-        if run_next_job(worker, client) is None:
+    for worker in turn * 2:  # b takes jobs routed to a, as if a had been busy elsewhere
+        if run_next_job(worker, client, source=a) is None:
             break
     assert handle.result(timeout=1) == sum(range(6))
     assert a.cache.hits >= 2  # a came back to its run after b had moved it on

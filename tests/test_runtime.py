@@ -37,17 +37,18 @@ def test_queued_and_inline_activities(client):
 
 def test_queued_activity_job_records_result_and_continues_in_the_same_job(client):
     handle = client.start(workflows.arithmetic, 1, workflow_id="hop")
-    queue = Queue("durable", connection=client.conn)
+    worker = durable.Worker(["durable"], connection=client.conn)
     jobs_seen = []
     while handle.status() == "running":
-        job = queue.dequeue_any([queue], None, connection=client.conn)
+        job = Queue.dequeue_any(worker.queues, None, connection=client.conn)
         assert job is not None, "workflow stalled with no job queued"
-        job_obj, _ = job
-        jobs_seen.append(job_obj.func_name)
-        worker = durable.Worker([queue], connection=client.conn)
+        job_obj, queue = job
+        jobs_seen.append((job_obj.func_name, queue.name == "durable"))
         worker.execute_job(job_obj, queue)
-    # advance, then one job per queued activity (each continues the workflow itself):
-    assert jobs_seen == ["durable.runtime.advance", "durable.runtime.run_activity", "durable.runtime.run_activity"]
+    # advance, then one job per queued activity (each continues the workflow itself); the
+    # activities follow the generator to the worker's own queue:
+    assert jobs_seen == [("durable.runtime.advance", True), ("durable.runtime.run_activity", False),
+                         ("durable.runtime.run_activity", False)]
 
 
 def test_many_inline_steps_commit_each_result(client):

@@ -47,8 +47,7 @@ def test_the_last_commit_of_a_job_ends_its_lease(client, monkeypatch):
     monkeypatch.setattr(durable.store.Store, "release_lease", lambda self, job_id: released.append(job_id))
     handle = client.start(workflows.arithmetic, 1, workflow_id="lease")
     worker = durable.Worker(["durable"], connection=client.conn, lease_ttl=5)
-    queue = Queue("durable", connection=client.conn)
-    while (found := Queue.dequeue_any([queue], None, connection=client.conn)) is not None:
+    while (found := Queue.dequeue_any(worker.queues, None, connection=client.conn)) is not None:
         job, q = found
         worker.execute_job(job, q)
         assert client.conn.zcard(client.store.leases_key) == 0  # gone with the job's last commit

@@ -1,0 +1,73 @@
+"""Wake-ups follow the generator: each worker's own queue, and what happens when it dies."""
+
+from __future__ import annotations
+
+import time
+
+from rq import Queue
+from rq.registry import ScheduledJobRegistry
+
+import durable
+from tests import workflows
+from tests.test_cache import run_next_job
+
+
+def test_a_sequential_run_sticks_to_the_worker_that_keeps_its_generator(client):
+    a = durable.Worker(["durable"], connection=client.conn, cache_size=10)
+    b = durable.Worker(["durable"], connection=client.conn, cache_size=10)
+    for worker in (a, b):
+        client.store.mark_alive(worker.own_queue, 30)
+    handles = [client.start(workflows.long_chain, 8, 0.0, workflow_id=f"w{i}") for i in range(4)]
+    for _ in range(100):  # both workers take turns, each from its own queue first
+        if run_next_job(a, client) is None and run_next_job(b, client) is None:
+            break
+    assert [h.result(timeout=1) for h in handles] == [sum(range(8))] * 4
+    hits, misses = a.cache.hits + b.cache.hits, a.cache.misses + b.cache.misses
+    assert misses == 4 and hits == 4 * 9  # one cold replay per workflow, every later step warm
+
+
+def test_signals_wake_the_owner_when_it_is_alive(client):
+    a = durable.Worker(["durable"], connection=client.conn, cache_size=10)
+    client.store.mark_alive(a.own_queue, 30)
+    handle = client.start(workflows.collect_signals, 1, workflow_id="sig")
+    run_next_job(a, client)
+    assert client.store.meta("sig").owner == a.own_queue
+    handle.signal("item", "x")
+    assert Queue(a.own_queue, connection=client.conn).count == 1
+    client.store.mark_gone(a.own_queue)
+    handle.signal("item", "y")  # its owner is gone now: this wake-up goes to the shared queue
+    assert Queue("durable", connection=client.conn).count == 1
+
+
+def test_a_fan_out_is_not_pinned(client):
+    a = durable.Worker(["durable"], connection=client.conn, cache_size=10)
+    client.start(workflows.fan_out, 3, workflow_id="fan")
+    run_next_job(a, client)
+    assert Queue("durable", connection=client.conn).count == 3
+    assert Queue(a.own_queue, connection=client.conn).count == 0
+
+
+def test_a_dead_workers_queue_and_timers_go_home(client):
+    a = durable.Worker(["durable"], connection=client.conn, cache_size=10)
+    client.store.mark_alive(a.own_queue, 0.2)
+    handle = client.start(workflows.sleeper, 1.0, workflow_id="orphan")
+    run_next_job(a, client)  # advance: schedules add(0, 0) on a's own queue
+    own = Queue(a.own_queue, connection=client.conn)
+    assert own.count == 1
+    time.sleep(0.3)  # a stops marking itself alive: it died
+    b = durable.Worker(["durable"], connection=client.conn, cache_size=10)
+    client.store.mark_alive(b.own_queue, 30)
+    assert b.store.rehome_dead() == 1
+    assert own.count == 0 and Queue("durable", connection=client.conn).count == 1
+    assert b.store.rehome_dead() == 0  # claimed once
+    run_next_job(b, client)  # add, then the timer lands in b's own registry
+    client.store.mark_gone(b.own_queue)  # b dies too, with the timer pending
+    assert b.store.rehome_dead() == 1
+    assert len(ScheduledJobRegistry(queue=Queue("durable", connection=client.conn)).get_job_ids()) == 1
+    deadline = time.monotonic() + 10
+    c = durable.Worker(["durable"], connection=client.conn, cache_size=0)
+    while handle.status() == "running" and time.monotonic() < deadline:
+        c.store.promote_due(["durable"])
+        run_next_job(c, client)
+        time.sleep(0.05)
+    assert handle.result(timeout=1) == 1
