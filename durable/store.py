@@ -14,6 +14,8 @@ Shared::
 
     durable:workflows      zset  workflow id -> creation time (for listing)
     durable:leases         zset  RQ job id -> lease expiry (jobs in the hands of a live worker)
+    durable:sticky         set   workers' own queues (durable-w-<worker>) that may hold jobs
+    durable:alive:<queue>  str   present while the worker serving that own queue lives (PX)
 
 Writes to history are compare-and-append: ``commit`` succeeds only if the
 history still has the length the caller replayed, and it records the events,
