@@ -30,20 +30,20 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
 from redis.client import PubSub
 from rq import Queue
-from rq.job import Job, JobStatus
-from rq.registry import ScheduledJobRegistry
+from rq.job import JobStatus
 
 from . import clock
 from .errors import WorkflowNotFound
 from .events import Event
+from .records import Delivery, Dispatch, Meta, NewRun, NewWorkflow
 from .serialization import decode_events, encode_event
+from .upkeep import Upkeep
 
 __all__ = ["Store", "Dispatch", "NewWorkflow", "Delivery", "NewRun", "Meta", "validate_workflow_id", "TERMINAL"]
 
@@ -142,106 +142,13 @@ def validate_workflow_id(workflow_id: Any) -> str:
     return workflow_id
 
 
-@dataclass(frozen=True)
-class Dispatch:
-    """An RQ job to enqueue with a commit: ``func`` is an import path, ``at`` a not-before time."""
+class Store(Upkeep):
+    """Durable's view of one Redis database.
 
-    func: str
-    args: tuple[Any, ...]
-    queue: str
-    at: float | None = None
-    description: str = ""
-    home: str | None = None  # set when ``queue`` is a worker's own: where the job goes if that worker dies
-
-
-@dataclass(frozen=True)
-class NewWorkflow:
-    """A workflow to create in the same commit (a child): its meta fields and first job."""
-
-    workflow_id: str
-    fields: dict[str, Any]
-    first: Dispatch
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """An event to append to *another* workflow's history in the same commit (a child's end
-    to its parent), with the job that wakes it."""
-
-    workflow_id: str
-    event: Event
-    wake: Dispatch
-
-
-@dataclass(frozen=True)
-class NewRun:
-    """``continue_as_new``: the meta fields of the next run and the job that starts it.
-
-    The ended run's history is archived under ``history:<run id>``; only the
-    newest ``keep_runs`` archives are kept.
+    Workflow state (meta, history, commits) lives here; the workers' housekeeping
+    (leases, recovery, own queues, timer promotion) comes from ``Upkeep``, which
+    uses the keys and scripts defined in this module.
     """
-
-    run_id: str
-    fields: dict[str, Any]
-    first: Dispatch
-    keep_runs: int = 1
-
-
-@dataclass(frozen=True)
-class Meta:
-    """A workflow's meta hash, decoded."""
-
-    workflow_id: str
-    path: str
-    name: str
-    queue: str
-    status: str
-    run_id: str
-    created_at: float
-    updated_at: float
-    input: bytes
-    result: bytes | None
-    error: bytes | None
-    stuck: str
-    custom: bytes | None = None
-    cancel_requested: bool = False
-    parent: str = ""
-    parent_run: str = ""
-    parent_seq: int = -1
-    parent_queue: str = ""
-    owner: str = ""  # the own queue of the worker that keeps this run's generator
-
-    @classmethod
-    def decode(cls, workflow_id: str, raw: dict[bytes, bytes]) -> Meta:
-        def text(key: str, default: str = "") -> str:
-            value = raw.get(key.encode())
-            return value.decode() if value is not None else default
-
-        return cls(
-            workflow_id=workflow_id,
-            path=text("path"),
-            name=text("name"),
-            queue=text("queue", "durable"),
-            status=text("status", "running"),
-            run_id=text("run_id"),
-            created_at=float(text("created_at", "0")),
-            updated_at=float(text("updated_at", "0")),
-            input=raw.get(b"input", b""),
-            result=raw.get(b"result"),
-            error=raw.get(b"error"),
-            stuck=text("stuck"),
-            custom=raw.get(b"custom"),
-            cancel_requested=text("cancel_requested") == "1",
-            parent=text("parent"),
-            parent_run=text("parent_run"),
-            parent_seq=int(text("parent_seq", "-1")),
-            parent_queue=text("parent_queue"),
-            owner=text("owner"),
-        )
-
-
-class Store:
-    """Durable's view of one Redis database."""
 
     def __init__(self, conn: redis.Redis, prefix: str = "durable") -> None:
         self.conn = conn
@@ -277,6 +184,13 @@ class Store:
     @property
     def leases_key(self) -> str:
         return f"{self.prefix}:leases"
+
+    def alive_key(self, queue_name: str) -> str:
+        return f"{self.prefix}:alive:{queue_name}"
+
+    @property
+    def sticky_key(self) -> str:
+        return f"{self.prefix}:sticky"
 
     def queue(self, name: str) -> Queue:
         if name not in self._queues:
@@ -537,112 +451,3 @@ class Store:
             # same write, so that a job routed to a worker that just died is never missed.
             pipe.hset(job.key, "durable_home", item.home)
             pipe.sadd(self.sticky_key, item.queue)
-
-    def promote_due(self, queue_names: Iterable[str]) -> int:
-        """Move scheduled jobs that are due onto their queues; returns how many moved.
-
-        RQ's scheduler does this too, but only in the one worker holding its
-        lock; a killed holder's lock lasts 61 s and the others retry taking it
-        only at maintenance time (every 600 s by default). Every durable
-        worker runs this, so timers keep firing whoever dies. WATCH makes each
-        move all-or-nothing; a job moved twice (here and by RQ's scheduler) is
-        a duplicate job, which the compare-and-append makes harmless.
-        """
-        moved = 0
-        for name in queue_names:
-            queue = self.queue(name)
-            registry = ScheduledJobRegistry(queue=queue)
-            with self.conn.pipeline() as pipe:
-                try:
-                    pipe.watch(registry.key)
-                    due = cast(list[bytes], pipe.zrangebyscore(registry.key, 0, clock.now(), start=0, num=500))
-                    ids = [item.decode() for item in due]
-                    if not ids:
-                        pipe.unwatch()
-                        continue
-                    jobs = Job.fetch_many(ids, connection=self.conn)
-                    pipe.multi()
-                    for job_id, job in zip(ids, jobs, strict=True):
-                        if job is not None:
-                            queue.enqueue_job(job, pipeline=pipe)
-                        pipe.zrem(registry.key, job_id)
-                    pipe.execute()
-                    moved += sum(job is not None for job in jobs)
-                except redis.WatchError:
-                    continue  # someone else moved them (or added one): next round
-        return moved
-
-    # -- sticky routing: each worker's own queue -----------------------------------
-    def alive_key(self, queue_name: str) -> str:
-        return f"{self.prefix}:alive:{queue_name}"
-
-    @property
-    def sticky_key(self) -> str:
-        return f"{self.prefix}:sticky"
-
-    def mark_alive(self, queue_name: str, ttl: float) -> None:
-        """Say the worker serving its own queue ``queue_name`` lives for ``ttl`` more seconds."""
-        pipe = self.conn.pipeline(transaction=False)
-        pipe.set(self.alive_key(queue_name), 1, px=max(1, int(ttl * 1000)))
-        pipe.sadd(self.sticky_key, queue_name)
-        pipe.execute()
-
-    def is_alive(self, queue_name: str) -> bool:
-        return bool(self.conn.exists(self.alive_key(queue_name)))
-
-    def mark_gone(self, queue_name: str) -> None:
-        self.conn.delete(self.alive_key(queue_name))
-
-    def rehome_dead(self) -> int:
-        """Move the jobs waiting in dead workers' own queues (queued, dequeued but never
-        started, or scheduled) to their home queues, atomically; returns how many moved."""
-        queue = self.queue("x")
-        args = [self.sticky_key, self.alive_key(""), queue.redis_queue_namespace_prefix,
-                ScheduledJobRegistry(queue=queue).key[: -len("x")], Job.redis_job_namespace_prefix,
-                queue.redis_queues_keys]
-        return int(self._rehome_script(keys=[], args=args))
-
-    # -- leases ---------------------------------------------------------------
-    def hold_leases(self, job_ids: Iterable[str], ttl: float, *, renew: bool = False) -> None:
-        """Mark jobs as being run by a live worker for the next ``ttl`` seconds.
-
-        ``renew`` only extends leases that still exist, so a renewal racing the
-        release at the end of a job cannot bring a finished job's lease back.
-        """
-        expiry = clock.now() + ttl
-        mapping = {job_id: expiry for job_id in job_ids}
-        if mapping:
-            self.conn.zadd(self.leases_key, mapping, xx=renew)
-
-    def take_job(self, job_id: str, ttl: float, intermediate_key: str) -> None:
-        """Lease a job a worker is starting and take it off RQ's intermediate list, in one
-        round trip (RQ leaves it there when a worker serves several queues)."""
-        pipe = self.conn.pipeline(transaction=False)
-        pipe.zadd(self.leases_key, {job_id: clock.now() + ttl})
-        pipe.lrem(intermediate_key, 1, job_id)
-        pipe.execute()
-
-    def release_lease(self, job_id: str) -> None:
-        self.conn.zrem(self.leases_key, job_id)
-
-    def unleased_in_flight(self, intermediate_key: str) -> list[str]:
-        """Ids in RQ's intermediate list (dequeued, not yet started) that hold no lease."""
-        ids = [item.decode() for item in cast(list[bytes], self.conn.lrange(intermediate_key, 0, 99))]
-        if not ids:
-            return []
-        pipe = self.conn.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.zscore(self.leases_key, job_id)
-            pipe.hget(Job.key_for(job_id), "status")
-        found = pipe.execute()
-        # Still "queued" means no worker got as far as starting it.
-        return [job_id for i, job_id in enumerate(ids) if found[2 * i] is None and found[2 * i + 1] == b"queued"]
-
-    def claim_in_flight(self, intermediate_key: str, job_id: str) -> bool:
-        """Take a stranded job out of RQ's intermediate list; only one caller gets True."""
-        return bool(self.conn.lrem(intermediate_key, 1, job_id))
-
-    def claim_expired_leases(self, limit: int = 100) -> list[str]:
-        """Ids of jobs whose worker stopped renewing their lease; each id goes to one caller."""
-        ids = self._claim_expired(keys=[self.leases_key], args=[clock.now(), limit])
-        return [item.decode() if isinstance(item, bytes) else str(item) for item in ids]

@@ -1,0 +1,109 @@
+"""The plain records the store reads and writes: jobs to dispatch, children, deliveries,
+new runs, and a workflow's meta hash decoded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .events import Event
+
+__all__ = ["Dispatch", "NewWorkflow", "Delivery", "NewRun", "Meta"]
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """An RQ job to enqueue with a commit: ``func`` is an import path, ``at`` a not-before time."""
+
+    func: str
+    args: tuple[Any, ...]
+    queue: str
+    at: float | None = None
+    description: str = ""
+    home: str | None = None  # set when ``queue`` is a worker's own: where the job goes if that worker dies
+
+
+@dataclass(frozen=True)
+class NewWorkflow:
+    """A workflow to create in the same commit (a child): its meta fields and first job."""
+
+    workflow_id: str
+    fields: dict[str, Any]
+    first: Dispatch
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An event to append to *another* workflow's history in the same commit (a child's end
+    to its parent), with the job that wakes it."""
+
+    workflow_id: str
+    event: Event
+    wake: Dispatch
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """``continue_as_new``: the meta fields of the next run and the job that starts it.
+
+    The ended run's history is archived under ``history:<run id>``; only the
+    newest ``keep_runs`` archives are kept.
+    """
+
+    run_id: str
+    fields: dict[str, Any]
+    first: Dispatch
+    keep_runs: int = 1
+
+
+@dataclass(frozen=True)
+class Meta:
+    """A workflow's meta hash, decoded."""
+
+    workflow_id: str
+    path: str
+    name: str
+    queue: str
+    status: str
+    run_id: str
+    created_at: float
+    updated_at: float
+    input: bytes
+    result: bytes | None
+    error: bytes | None
+    stuck: str
+    custom: bytes | None = None
+    cancel_requested: bool = False
+    parent: str = ""
+    parent_run: str = ""
+    parent_seq: int = -1
+    parent_queue: str = ""
+    owner: str = ""  # the own queue of the worker that keeps this run's generator
+
+    @classmethod
+    def decode(cls, workflow_id: str, raw: dict[bytes, bytes]) -> Meta:
+        def text(key: str, default: str = "") -> str:
+            value = raw.get(key.encode())
+            return value.decode() if value is not None else default
+
+        return cls(
+            workflow_id=workflow_id,
+            path=text("path"),
+            name=text("name"),
+            queue=text("queue", "durable"),
+            status=text("status", "running"),
+            run_id=text("run_id"),
+            created_at=float(text("created_at", "0")),
+            updated_at=float(text("updated_at", "0")),
+            input=raw.get(b"input", b""),
+            result=raw.get(b"result"),
+            error=raw.get(b"error"),
+            stuck=text("stuck"),
+            custom=raw.get(b"custom"),
+            cancel_requested=text("cancel_requested") == "1",
+            parent=text("parent"),
+            parent_run=text("parent_run"),
+            parent_seq=int(text("parent_seq", "-1")),
+            parent_queue=text("parent_queue"),
+            owner=text("owner"),
+        )

@@ -1,0 +1,140 @@
+"""Workers' housekeeping on Redis: leases, recovery of lost jobs, own queues, due timers.
+
+A mixin of ``Store``: every key name and Lua script it uses is defined in
+``store.py`` (``leases_key``, ``sticky_key``, ``alive_key``, ``_CLAIM_EXPIRED``,
+``_REHOME``), so that one module still says what durable keeps in Redis; this
+one only holds the operations that keep workers' jobs from getting lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
+
+import redis
+from rq import Queue
+from rq.job import Job
+from rq.registry import ScheduledJobRegistry
+
+from . import clock
+
+__all__ = ["Upkeep"]
+
+
+class Upkeep:
+    """Lease, recovery, routing and timer operations, mixed into ``Store``."""
+
+    if TYPE_CHECKING:  # provided by Store
+        conn: redis.Redis
+        _claim_expired: Any
+        _rehome_script: Any
+
+        @property
+        def leases_key(self) -> str: ...
+        @property
+        def sticky_key(self) -> str: ...
+
+        def queue(self, name: str) -> Queue: ...
+        def alive_key(self, queue_name: str) -> str: ...
+
+    def promote_due(self, queue_names: Iterable[str]) -> int:
+        """Move scheduled jobs that are due onto their queues; returns how many moved.
+
+        RQ's scheduler does this too, but only in the one worker holding its
+        lock; a killed holder's lock lasts 61 s and the others retry taking it
+        only at maintenance time (every 600 s by default). Every durable
+        worker runs this, so timers keep firing whoever dies. WATCH makes each
+        move all-or-nothing; a job moved twice (here and by RQ's scheduler) is
+        a duplicate job, which the compare-and-append makes harmless.
+        """
+        moved = 0
+        for name in queue_names:
+            queue = self.queue(name)
+            registry = ScheduledJobRegistry(queue=queue)
+            with self.conn.pipeline() as pipe:
+                try:
+                    pipe.watch(registry.key)
+                    due = cast(list[bytes], pipe.zrangebyscore(registry.key, 0, clock.now(), start=0, num=500))
+                    ids = [item.decode() for item in due]
+                    if not ids:
+                        pipe.unwatch()
+                        continue
+                    jobs = Job.fetch_many(ids, connection=self.conn)
+                    pipe.multi()
+                    for job_id, job in zip(ids, jobs, strict=True):
+                        if job is not None:
+                            queue.enqueue_job(job, pipeline=pipe)
+                        pipe.zrem(registry.key, job_id)
+                    pipe.execute()
+                    moved += sum(job is not None for job in jobs)
+                except redis.WatchError:
+                    continue  # someone else moved them (or added one): next round
+        return moved
+
+    # -- workers' own queues -----------------------------------------------------
+    def mark_alive(self, queue_name: str, ttl: float) -> None:
+        """Say the worker serving its own queue ``queue_name`` lives for ``ttl`` more seconds."""
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.set(self.alive_key(queue_name), 1, px=max(1, int(ttl * 1000)))
+        pipe.sadd(self.sticky_key, queue_name)
+        pipe.execute()
+
+    def is_alive(self, queue_name: str) -> bool:
+        return bool(self.conn.exists(self.alive_key(queue_name)))
+
+    def mark_gone(self, queue_name: str) -> None:
+        self.conn.delete(self.alive_key(queue_name))
+
+    def rehome_dead(self) -> int:
+        """Move the jobs waiting in dead workers' own queues (queued, dequeued but never
+        started, or scheduled) to their home queues, atomically; returns how many moved."""
+        queue = self.queue("x")
+        args = [self.sticky_key, self.alive_key(""), queue.redis_queue_namespace_prefix,
+                ScheduledJobRegistry(queue=queue).key[: -len("x")], Job.redis_job_namespace_prefix,
+                queue.redis_queues_keys]
+        return int(self._rehome_script(keys=[], args=args))
+
+    # -- leases ---------------------------------------------------------------
+    def hold_leases(self, job_ids: Iterable[str], ttl: float, *, renew: bool = False) -> None:
+        """Mark jobs as being run by a live worker for the next ``ttl`` seconds.
+
+        ``renew`` only extends leases that still exist, so a renewal racing the
+        release at the end of a job cannot bring a finished job's lease back.
+        """
+        expiry = clock.now() + ttl
+        mapping = {job_id: expiry for job_id in job_ids}
+        if mapping:
+            self.conn.zadd(self.leases_key, mapping, xx=renew)
+
+    def take_job(self, job_id: str, ttl: float, intermediate_key: str) -> None:
+        """Lease a job a worker is starting and take it off RQ's intermediate list, in one
+        round trip (RQ leaves it there when a worker serves several queues)."""
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.zadd(self.leases_key, {job_id: clock.now() + ttl})
+        pipe.lrem(intermediate_key, 1, job_id)
+        pipe.execute()
+
+    def release_lease(self, job_id: str) -> None:
+        self.conn.zrem(self.leases_key, job_id)
+
+    def unleased_in_flight(self, intermediate_key: str) -> list[str]:
+        """Ids in RQ's intermediate list (dequeued, not yet started) that hold no lease."""
+        ids = [item.decode() for item in cast(list[bytes], self.conn.lrange(intermediate_key, 0, 99))]
+        if not ids:
+            return []
+        pipe = self.conn.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.zscore(self.leases_key, job_id)
+            pipe.hget(Job.key_for(job_id), "status")
+        found = pipe.execute()
+        # Still "queued" means no worker got as far as starting it.
+        return [job_id for i, job_id in enumerate(ids) if found[2 * i] is None and found[2 * i + 1] == b"queued"]
+
+    def claim_in_flight(self, intermediate_key: str, job_id: str) -> bool:
+        """Take a stranded job out of RQ's intermediate list; only one caller gets True."""
+        return bool(self.conn.lrem(intermediate_key, 1, job_id))
+
+    def claim_expired_leases(self, limit: int = 100) -> list[str]:
+        """Ids of jobs whose worker stopped renewing their lease; each id goes to one caller."""
+        ids = self._claim_expired(keys=[self.leases_key], args=[clock.now(), limit])
+        return [item.decode() if isinstance(item, bytes) else str(item) for item in ids]
