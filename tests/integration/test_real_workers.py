@@ -20,23 +20,12 @@ from rq import Worker as RQWorker
 import durable
 from tests import workflows
 
-from .conftest import Workers, durable_worker_argv, group_members, rq_worker_argv
+from .conftest import Workers, durable_worker_argv, group_members, rq_worker_argv, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def call_log(path: Path) -> list[tuple[int, str, str]]:

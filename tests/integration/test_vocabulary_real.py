@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ import durable
 from tests import workflows
 from tests.integration import flows
 
-from .conftest import Proc, Workers, durable_worker_argv, group_members
+from .conftest import Proc, Workers, durable_worker_argv, group_members, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,17 +29,6 @@ FLOWS_MODULE = "tests.integration.flows"
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def types(handle: durable.WorkflowHandle) -> list[str]:
