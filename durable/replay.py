@@ -135,6 +135,12 @@ class _Answer:
     signals: list[tuple[str, int]] = field(default_factory=list)  # signals it consumes
 
 
+def _ended_by(exc: Exception) -> Decision:
+    """The decision for an exception that left the workflow's generator."""
+    kind: DecisionKind = "cancelled" if isinstance(exc, Cancelled) else "fail"  # else the workflow's own error
+    return Decision(kind, error=ErrorInfo.from_exception(exc))
+
+
 class Replayer:
     """Drives one run of a workflow generator through its history."""
 
@@ -247,6 +253,10 @@ class Replayer:
             assert node is not None
             command = node.command
             if node.seq >= 0 and type(command) is not WaitSignal:
+                if type(command) is ActivityCall and not self._cancels:
+                    self._fast_forward(node)
+                    if self._pending is not node:
+                        continue  # it made progress
                 # The common case, kept short: one activity, timer, child or value.
                 seq = node.seq
                 recorded = scheduled.get(seq)
@@ -390,48 +400,87 @@ class Replayer:
         return Cancelled(f"workflow {self._workflow_id!r} was cancelled")
 
     # -- running workflow code -----------------------------------------------------
-    def _resume(self, action: Callable[[], Any], *, replaying: bool) -> None:
+    def _resume(self, action: Callable[[], Any] | None, *, replaying: bool) -> None:
         """Run workflow code until its next yield, and note what it asked for."""
         self._state.is_replaying = replaying
-        gen = self._gen
-        assert gen is not None
-        while True:
+        while action is not None:
             try:
                 value = action()
             except StopIteration as stop:
                 self._outcome = Decision("complete", result=stop.value)
                 return
-            except Cancelled as exc:
-                self._outcome = Decision("cancelled", error=ErrorInfo.from_exception(exc))
+            except Exception as exc:
+                self._outcome = _ended_by(exc)
                 return
-            except Exception as exc:  # the workflow's own error: it fails the workflow
-                self._outcome = Decision("fail", error=ErrorInfo.from_exception(exc))
+            action = self._accept(value)
+
+    def _accept(self, value: Any) -> Callable[[], Any] | None:
+        """Note what the generator yielded: None when it now waits on a command, else
+        what resumes it at once (an answer known without history, or an error for a bad yield)."""
+        gen = self._gen
+        assert gen is not None
+        kind = type(value)
+        if kind in _LEAVES:
+            self._pending = _Node(value, seq=self._next_seq)
+            self._next_seq += 1
+            return None
+        if kind is ContinueAsNew:
+            if self._cancels:  # a cancel recorded before it: it must not pass to the next run
+                return functools.partial(gen.throw, self._take_cancel())
+            self._outcome = Decision("continue", args=value.args, kwargs=value.kwargs)
+            return None
+        if kind is Patched and self._patch_predates(value):
+            return functools.partial(gen.send, False)
+        if kind is AllOf and not value.children:
+            return functools.partial(gen.send, [])
+        if isinstance(value, Command):
+            self._pending = self._build(value)
+            return None
+        bad = TypeError(
+            f"a workflow may only yield durable commands (an activity call, durable.sleep(...), ...), "
+            f"not {type(value).__name__}: {value!r:.80}"
+        )
+        return functools.partial(gen.throw, bad)  # thrown at the offending yield
+
+    def _fast_forward(self, node: _Node) -> None:
+        """Replay a run of recorded, completed activities with none of the general checks.
+
+        Most of a long history is activity after activity, each answered by its
+        completion; this loop sends each recorded result straight into the
+        generator while that holds. Anything else (a mismatch, a failure, a
+        timer, a cancel) leaves the node pending for the general walk, which
+        also reports the mismatch.
+        """
+        scheduled, answers, state, gen = self._scheduled, self._answers, self._state, self._gen
+        assert gen is not None
+        last = self._last_command_index
+        seq, command = node.seq, node.command
+        while True:
+            recorded = scheduled.get(seq)
+            if type(recorded) is not ActivityScheduled or recorded.activity != command.activity:  # type: ignore[union-attr,attr-defined]
+                break
+            found = answers.get(seq)
+            if found is None or type(found[1]) is not ActivityCompleted:
+                break
+            del scheduled[seq]
+            del answers[seq]
+            self._pending = None
+            state.is_replaying = found[0] < last
+            try:
+                value = gen.send(found[1].result)  # type: ignore[union-attr]
+            except StopIteration as stop:
+                self._outcome = Decision("complete", result=stop.value)
                 return
-            kind = type(value)
-            if kind in _LEAVES:
-                self._pending = _Node(value, seq=self._next_seq)
-                self._next_seq += 1
+            except Exception as exc:
+                self._outcome = _ended_by(exc)
                 return
-            if kind is ContinueAsNew:
-                if self._cancels:  # a cancel recorded before it: it must not pass to the next run
-                    action = functools.partial(gen.throw, self._take_cancel())
-                    continue
-                self._outcome = Decision("continue", args=value.args, kwargs=value.kwargs)
+            if type(value) is not ActivityCall:
+                self._resume(self._accept(value), replaying=state.is_replaying)
                 return
-            if kind is Patched and self._patch_predates(value):
-                action = functools.partial(gen.send, False)
-                continue
-            if kind is AllOf and not value.children:
-                action = functools.partial(gen.send, [])
-                continue
-            if isinstance(value, Command):
-                self._pending = self._build(value)
-                return
-            bad = TypeError(
-                f"a workflow may only yield durable commands (an activity call, durable.sleep(...), ...), "
-                f"not {type(value).__name__}: {value!r:.80}"
-            )
-            action = functools.partial(gen.throw, bad)  # thrown at the offending yield
+            seq, command = self._next_seq, value
+            self._next_seq = seq + 1
+        if self._pending is None:
+            self._pending = _Node(command, seq=seq)
 
     def _patch_predates(self, command: Patched) -> bool:
         """True when history at this point was recorded by code without the patch."""
