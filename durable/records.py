@@ -1,14 +1,27 @@
 """The plain records the store reads and writes: jobs to dispatch, children, deliveries,
-new runs, and a workflow's meta hash decoded."""
+new runs, a workflow's meta hash decoded, and what makes a workflow id usable."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from .events import Event
 
-__all__ = ["Dispatch", "NewWorkflow", "Delivery", "NewRun", "Meta"]
+__all__ = ["Dispatch", "NewWorkflow", "Delivery", "NewRun", "Meta", "validate_workflow_id"]
+
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}")
+
+
+def validate_workflow_id(workflow_id: Any) -> str:
+    """Return ``workflow_id`` if it is usable as a key, else raise ``ValueError`` saying why."""
+    if not isinstance(workflow_id, str) or not _ID_RE.fullmatch(workflow_id):
+        raise ValueError(
+            f"invalid workflow id {workflow_id!r}: use 1-200 characters of letters, digits and ._:@/+=- "
+            "starting with a letter or digit (e.g. 'pr-42' or 'github/acme/repo#42' without the '#')"
+        )
+    return workflow_id
 
 
 @dataclass(frozen=True)

@@ -198,7 +198,7 @@ class Step:
         # everything: a lost race or an error leaves nothing half-applied to reuse.
         cached = self.cache.take(self.workflow_id, self.run_id) if self.cache is not None else None
         try:
-            meta, events = self.store.load(self.workflow_id, start=cached.length if cached else 0)
+            meta, events = self.store.load(self.workflow_id, start=cached.length if cached else 0, pack=True)
         except (SignatureError, SerializationError) as exc:
             self._hold(f"cannot read its history: {exc}")
             return True

@@ -22,14 +22,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from typing import Any
+from typing import Any, cast
 
 import cloudpickle
 
 from .errors import PayloadTooLarge, SerializationError, SignatureError
 from .events import Event, from_dict, to_dict
 
-__all__ = ["dumps", "loads", "encode_event", "decode_event", "decode_events", "SECRET_ENV", "MAX_PAYLOAD_ENV"]
+__all__ = ["dumps", "loads", "encode_event", "decode_event", "decode_events", "pack_events", "unpack_events",
+           "SECRET_ENV", "MAX_PAYLOAD_ENV", "PACK_FORMAT"]
 
 SECRET_ENV = "DURABLE_SECRET"
 MAX_PAYLOAD_ENV = "DURABLE_MAX_PAYLOAD"
@@ -75,6 +76,10 @@ def dumps(value: Any, what: str) -> bytes:
             f"{what} is {len(data)} bytes pickled, over the limit of {limit} (${MAX_PAYLOAD_ENV}); store large "
             "data elsewhere (a database, object storage) and pass a reference, or raise the limit"
         )
+    return _sign(data)
+
+
+def _sign(data: bytes) -> bytes:
     keys = _keys()
     if keys:
         data = _MAGIC + hmac.new(keys[0], data, hashlib.sha256).digest() + data
@@ -127,3 +132,40 @@ def decode_events(items: list[bytes]) -> list[Event]:
         return [from_dict(cloudpickle.loads(item)) for item in items]
     except Exception:
         return [decode_event(item) for item in items]  # for the precise error
+
+
+PACK_FORMAT = 1  # bump when the packed form changes: old packs are then ignored and rebuilt
+
+
+def pack_events(run_id: str, first: int, events: list[Event]) -> bytes:
+    """One packed block of history: ``events`` (from position ``first`` of run ``run_id``)
+    as a single pickle of the event objects, signed like any entry.
+
+    A cold load then unpickles one object per block instead of one per event
+    and skips the dict form entirely. Equal ``options`` and empty ``kwargs`` are
+    shared, so the pickle memo stores them once. A pack is only ever a copy of
+    entries that stay in the history list, so it can be dropped at any time.
+    """
+    shared: dict[str, Any] = {}
+    empty: dict[str, Any] = {}
+    for event in events:
+        options = event.__dict__.get("options")
+        if isinstance(options, dict):
+            event.__dict__["options"] = shared.setdefault(repr(options), options)
+        if event.__dict__.get("kwargs") == {}:
+            event.__dict__["kwargs"] = empty
+    return _sign(cloudpickle.dumps((PACK_FORMAT, run_id, first, events)))
+
+
+def unpack_events(data: bytes, run_id: str, first: int) -> list[Event] | None:
+    """The events of a block written by ``pack_events``, or None if it is not that block
+    of that run in this format (the caller then reads the history list itself)."""
+    try:
+        fmt, packed_run, packed_first, events = loads(data, "a packed history block")
+    except SignatureError:
+        raise
+    except Exception:
+        return None
+    if fmt != PACK_FORMAT or packed_run != run_id or packed_first != first:
+        return None
+    return cast(list[Event], events)

@@ -5,6 +5,8 @@ Per workflow (the ``{id}`` hash tag keeps them in one Redis Cluster slot)::
     durable:{id}:meta           hash  path, name, queue, status, run_id, input, result, error, times,
                                       custom status, cancel flag, parent (for a child)
     durable:{id}:history        list  encoded events of the current run, append-only
+    durable:{id}:packed         list  blocks of PACK_SIZE history events, each one pickle: a copy that
+                                      makes cold loads fast; dropped with the history, rebuilt on demand
     durable:{id}:history:<run>  list  a kept earlier run (continue_as_new), newest DURABLE_KEEP_RUNS only
     durable:{id}:runs           list  run ids of the kept earlier runs, newest first
     durable:{id}:children       set   ids of the child workflows it started
@@ -28,7 +30,6 @@ recorded exactly once however often its job runs.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -41,15 +42,13 @@ from rq.job import JobStatus
 from . import clock
 from .errors import WorkflowNotFound
 from .events import Event
-from .records import Delivery, Dispatch, Meta, NewRun, NewWorkflow
-from .serialization import decode_events, encode_event
+from .records import Delivery, Dispatch, Meta, NewRun, NewWorkflow, validate_workflow_id
+from .serialization import decode_events, encode_event, pack_events, unpack_events
 from .upkeep import Upkeep
 
 __all__ = ["Store", "Dispatch", "NewWorkflow", "Delivery", "NewRun", "Meta", "validate_workflow_id", "TERMINAL"]
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
-
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}")
 
 # KEYS[1] = leases zset; ARGV[1] = now (unix seconds), ARGV[2] = max ids to claim.
 # Removes and returns up to ARGV[2] members whose expiry has passed. Only one
@@ -124,22 +123,33 @@ end
 return moved
 """
 
+# KEYS[1] = meta hash, KEYS[2] = packed blocks, KEYS[3] = history; ARGV[1] = events per block.
+# A cold load in one round trip: the meta, every packed block, and the history entries after them.
+_LOAD = """
+local blocks = redis.call('LRANGE', KEYS[2], 0, -1)
+return {redis.call('HGETALL', KEYS[1]), blocks, redis.call('LRANGE', KEYS[3], #blocks * tonumber(ARGV[1]), -1)}
+"""
+
+# KEYS[1] = packed blocks, KEYS[2] = history, KEYS[3] = meta; ARGV[1] = how many blocks the caller
+# saw, ARGV[2] = events per block, ARGV[3] = the run the blocks belong to, ARGV[4..] = new blocks.
+# Appends them only if nobody else did and the history of that run really holds those events.
+_PACK = """
+local have = tonumber(ARGV[1])
+if redis.call('LLEN', KEYS[1]) ~= have then return 0 end
+if redis.call('HGET', KEYS[3], 'run_id') ~= ARGV[3] then return 0 end
+if redis.call('LLEN', KEYS[2]) < (have + #ARGV - 3) * tonumber(ARGV[2]) then return 0 end
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 4))
+return 1
+"""
+
+PACK_SIZE = 256  # history events per packed block
+
 _RPUSH_CHUNK = 500  # events per RPUSH: keeps each command far below Lua's unpack limit
 
 
 def _mapping(fields: dict[str, Any]) -> Any:
     """Meta fields as redis-py's ``hset`` wants them (its stub is stricter than its code)."""
     return fields
-
-
-def validate_workflow_id(workflow_id: Any) -> str:
-    """Return ``workflow_id`` if it is usable as a key, else raise ``ValueError`` saying why."""
-    if not isinstance(workflow_id, str) or not _ID_RE.fullmatch(workflow_id):
-        raise ValueError(
-            f"invalid workflow id {workflow_id!r}: use 1-200 characters of letters, digits and ._:@/+=- "
-            "starting with a letter or digit (e.g. 'pr-42' or 'github/acme/repo#42' without the '#')"
-        )
-    return workflow_id
 
 
 class Store(Upkeep):
@@ -157,6 +167,8 @@ class Store(Upkeep):
         self._claim_expired = conn.register_script(_CLAIM_EXPIRED)
         self._commit_script = conn.register_script(_COMMIT)
         self._rehome_script = conn.register_script(_REHOME)
+        self._load_script = conn.register_script(_LOAD)
+        self._pack_script = conn.register_script(_PACK)
 
     # -- keys ---------------------------------------------------------------
     def meta_key(self, workflow_id: str) -> str:
@@ -164,6 +176,9 @@ class Store(Upkeep):
 
     def history_key(self, workflow_id: str) -> str:
         return f"{self.prefix}:{{{workflow_id}}}:history"
+
+    def packed_key(self, workflow_id: str) -> str:
+        return f"{self.prefix}:{{{workflow_id}}}:packed"
 
     def children_key(self, workflow_id: str) -> str:
         return f"{self.prefix}:{{{workflow_id}}}:children"
@@ -204,14 +219,43 @@ class Store(Upkeep):
             raise WorkflowNotFound(f"no workflow with id {workflow_id!r}; `durable list` shows the ones that exist")
         return Meta.decode(workflow_id, raw)
 
-    def load(self, workflow_id: str, start: int = 0) -> tuple[Meta | None, list[Event]]:
-        """Meta and history from index ``start`` on, in one round trip."""
-        pipe = self.conn.pipeline(transaction=False)
-        pipe.hgetall(self.meta_key(workflow_id))
-        pipe.lrange(self.history_key(workflow_id), start, -1)
-        raw_meta, raw_events = cast(tuple[dict[bytes, bytes], list[bytes]], pipe.execute())
-        meta = Meta.decode(workflow_id, raw_meta) if raw_meta else None
-        return meta, decode_events(raw_events)
+    def load(self, workflow_id: str, start: int = 0, *, pack: bool = False) -> tuple[Meta | None, list[Event]]:
+        """Meta and history from index ``start`` on, in one round trip.
+
+        From the start (a cold load), full blocks come from their packed copies;
+        with ``pack`` (the workers), entries not yet packed are packed for the
+        next cold load once they fill a block: one extra write per block.
+        """
+        if start > 0:
+            pipe = self.conn.pipeline(transaction=False)
+            pipe.hgetall(self.meta_key(workflow_id))
+            pipe.lrange(self.history_key(workflow_id), start, -1)
+            raw_meta, raw_events = cast(tuple[dict[bytes, bytes], list[bytes]], pipe.execute())
+            meta = Meta.decode(workflow_id, raw_meta) if raw_meta else None
+            return meta, decode_events(raw_events)
+        keys = [self.meta_key(workflow_id), self.packed_key(workflow_id), self.history_key(workflow_id)]
+        flat, blocks, tail = cast(list[list[bytes]], self._load_script(keys=keys, args=[PACK_SIZE]))
+        if not flat:
+            return None, []
+        meta = Meta.decode(workflow_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+        events: list[Event] = []
+        for number, block in enumerate(blocks):
+            unpacked = unpack_events(block, meta.run_id, number * PACK_SIZE)
+            if unpacked is None or len(unpacked) != PACK_SIZE:  # another format or run: read the list
+                self.conn.delete(self.packed_key(workflow_id))
+                return meta, self.history(workflow_id)
+            events.extend(unpacked)
+        rest = decode_events(tail)
+        if pack and len(rest) >= PACK_SIZE:
+            self._pack(workflow_id, meta.run_id, len(blocks), rest)
+        events.extend(rest)
+        return meta, events
+
+    def _pack(self, workflow_id: str, run_id: str, have: int, rest: list[Event]) -> None:
+        new = [pack_events(run_id, (have + i) * PACK_SIZE, rest[i * PACK_SIZE:(i + 1) * PACK_SIZE])
+               for i in range(len(rest) // PACK_SIZE)]
+        keys = [self.packed_key(workflow_id), self.history_key(workflow_id), self.meta_key(workflow_id)]
+        self._pack_script(keys=keys, args=[have, PACK_SIZE, run_id, *new])
 
     def history(self, workflow_id: str, start: int = 0) -> list[Event]:
         items = cast(list[bytes], self.conn.lrange(self.history_key(workflow_id), start, -1))
@@ -249,7 +293,7 @@ class Store(Upkeep):
                 return False
 
     def _create(self, workflow_id: str, fields: dict[str, Any], first: Dispatch, pipe: redis.client.Pipeline) -> None:
-        pipe.delete(self.history_key(workflow_id))
+        pipe.delete(self.history_key(workflow_id), self.packed_key(workflow_id))
         pipe.hset(self.meta_key(workflow_id), mapping=_mapping(fields))
         pipe.zadd(self.index_key, {workflow_id: float(fields.get("created_at", clock.now()))})
         self._enqueue(first, pipe)
@@ -358,6 +402,7 @@ class Store(Upkeep):
 
     def _start_run(self, workflow_id: str, run: NewRun, stale: list[bytes], pipe: redis.client.Pipeline) -> None:
         history_key = self.history_key(workflow_id)
+        pipe.delete(self.packed_key(workflow_id))
         old_run = cast(str, run.fields.get("previous_run", ""))
         if run.keep_runs > 0 and old_run:
             pipe.rename(history_key, self.archive_key(workflow_id, old_run))

@@ -25,11 +25,11 @@ def loads_from(client, monkeypatch):
     starts = []
     real = client.store.load
 
-    def spy(workflow_id, start=0):
+    def spy(workflow_id, start=0, **kwargs):
         starts.append(start)
-        return real(workflow_id, start=start)
+        return real(workflow_id, start=start, **kwargs)
 
-    monkeypatch.setattr(durable.store.Store, "load", lambda self, wid, start=0: spy(wid, start))
+    monkeypatch.setattr(durable.store.Store, "load", lambda self, wid, start=0, **kw: spy(wid, start, **kw))
     return starts
 
 
