@@ -42,6 +42,7 @@ def run(ctx: Context) -> dict[str, Any]:
                 ctx.progress.note(f"skipping DBOS {mode}: {exc}")
         conns = {fsync: server.client() for fsync, server in servers.items()}
         ours = {fsync: Stats() for fsync in servers}
+        floors = {fsync: Stats() for fsync in servers}  # one write round trip: what fsync alone costs
         theirs = {mode: Stats() for mode in peers}
         for conn in conns.values():
             _inline_step(conn, 5)  # warm-up
@@ -49,6 +50,7 @@ def run(ctx: Context) -> dict[str, Any]:
         for rep in range(ctx.reps):
             for fsync, conn in conns.items():
                 ours[fsync].add(_inline_step(conn, n))
+                floors[fsync].add(_write_round_trip(conn))
             for mode, peer in peers.items():
                 theirs[mode].add(peer.run(n) / n)
             ctx.progress.advance(f"rep {rep + 1}: " + ", ".join(
@@ -78,6 +80,12 @@ def run(ctx: Context) -> dict[str, Any]:
             row.met = mine <= TARGET_SECONDS and speedup >= factor
             row.values[f"dbos_{mode}"] = theirs[mode].to_dict()
         rows.append(row)
+        floor = floors[fsync].median
+        rows.append(Row(metric=f"… floor: one write round trip from redis-py (RPUSH of 300 B, appendfsync {fsync})",
+                        durable=fmt_seconds(floor), target="(context)",
+                        ratio=f"{floor / TARGET_SECONDS:.0%} of the {fmt_seconds(TARGET_SECONDS)} budget; "
+                              f"the step's own work: {fmt_seconds(mine - floor)}",
+                        values={"floor": floors[fsync].to_dict()}))
     return {"rows": [r.to_dict() for r in rows], "skipped": skipped, "settings": settings}
 
 
@@ -95,3 +103,15 @@ def _inline_step(conn: Any, n: int) -> float:
         raise RuntimeError(f"inline workflow: {handle.status()} after {len(worker.marks)} jobs (expected 1)")
     _, start, end = worker.marks[0]
     return (started[0] + end - start) / n
+
+
+def _write_round_trip(conn: Any, count: int = 500) -> float:
+    """Seconds per RPUSH of 300 bytes: the least one durable commit can cost at this setting
+    (with ``always`` the server fsyncs the AOF before it answers)."""
+    key = f"bench-floor-{uuid.uuid4().hex[:8]}"
+    payload = b"x" * 300
+    with timer() as took:
+        for _ in range(count):
+            conn.rpush(key, payload)
+    conn.delete(key)
+    return took[0] / count

@@ -1,0 +1,485 @@
+"""One step of one workflow: load, replay, decide, commit.
+
+``Step`` is what every durable job does (``durable.runtime``'s job functions
+only build one): load the history (or just its tail, onto a cached generator),
+replay, turn the decision into events and RQ jobs, run inline activities, and
+commit it all with a compare-and-append. Also here: the per-process worker
+state the steps share (the generator cache, the own queue, the job's lease)
+and the dispatches that wake a workflow where its generator is kept.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random as _random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import clock
+from .activities import MISSING_CODE_RETRY, AttemptOutcome, run_attempt
+from .cache import CachedRun, GeneratorCache
+from .commands import ActivityCall, Command, Patched, RecordValue, StartChild, StartTimer, WaitSignal
+from .context import ActivityInfo
+from .errors import (
+    NonDeterminismError,
+    PayloadTooLarge,
+    SerializationError,
+    SignatureError,
+    WorkflowAlreadyExists,
+)
+from .events import (
+    ActivityScheduled,
+    CancelRequested,
+    ChildCompleted,
+    ChildFailed,
+    ErrorInfo,
+    Event,
+    TimerFired,
+    ValueRecorded,
+    WorkflowCancelled,
+    WorkflowCompleted,
+    WorkflowContinued,
+    WorkflowFailedEvent,
+    command_event,
+)
+from .registry import resolve
+from .replay import Decision, Replayer
+from .serialization import dumps, loads
+from .store import TERMINAL, Delivery, Dispatch, Meta, NewRun, NewWorkflow, Store, validate_workflow_id
+
+__all__ = [
+    "Step", "advance_dispatch", "wake_dispatch", "request_cancel", "use_cache", "lease_job", "lease_released",
+    "ADVANCE", "RUN_ACTIVITY", "FIRE_TIMER", "KEEP_RUNS_ENV",
+]
+
+
+log = logging.getLogger("durable.runtime")
+
+ADVANCE = "durable.runtime.advance"
+RUN_ACTIVITY = "durable.runtime.run_activity"
+FIRE_TIMER = "durable.runtime.fire_timer"
+KEEP_RUNS_ENV = "DURABLE_KEEP_RUNS"
+
+# A commit loses only when another runner wrote to the same history meanwhile;
+# each loss means progress elsewhere, so a bounded number of rounds suffices.
+MAX_ROUNDS = 50
+
+
+def advance_dispatch(workflow_id: str, run_id: str, queue: str) -> Dispatch:
+    return Dispatch(ADVANCE, (workflow_id, run_id), queue, description=f"durable advance {workflow_id}")
+
+
+# The worker that runs jobs in this process (durable.Worker sets it): its generator cache
+# and its Store, reused across jobs instead of rebuilt per job.
+_worker_state: dict[str, Any] = {"cache": None, "stores": {}, "lease": None, "released": False, "own": None}
+
+
+def use_cache(cache: GeneratorCache | None, own_queue: str | None = None) -> None:
+    """Make the job functions in this process keep suspended runs in ``cache``, and route
+    the next steps of those runs to ``own_queue`` (this worker's own queue)."""
+    _worker_state["cache"] = cache
+    _worker_state["own"] = own_queue if cache is not None and cache.size else None
+
+
+def wake_dispatch(store: Store, workflow_id: str, meta: Meta) -> Dispatch:
+    """An ``advance`` job for ``meta``'s run: to the worker that keeps its generator if it
+    is alive (a cache hit there), else to the workflow's queue."""
+    if meta.owner and store.is_alive(meta.owner):
+        return Dispatch(ADVANCE, (workflow_id, meta.run_id), meta.owner, home=meta.queue,
+                        description=f"durable advance {workflow_id}")
+    return advance_dispatch(workflow_id, meta.run_id, meta.queue)
+
+
+def lease_job(job_id: str | None) -> None:
+    """Tell the job functions which job's lease the worker holds (None: none)."""
+    _worker_state["lease"] = job_id
+    _worker_state["released"] = False
+
+
+def lease_released() -> bool:
+    """Whether the last job's final commit already ended its lease."""
+    return bool(_worker_state["released"])
+
+
+@dataclass
+class _Round:
+    """One attempt at committing: what to write on top of ``length`` history events."""
+
+    length: int
+    events: list[Event] = field(default_factory=list)
+    dispatch: list[Dispatch] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    children: list[NewWorkflow] = field(default_factory=list)
+    deliver: list[Delivery] = field(default_factory=list)
+    new_run: NewRun | None = None
+    notify: str | None = None
+
+
+class Step:
+    """One job's worth of progress on one workflow."""
+
+    def __init__(
+        self,
+        store: Store,
+        workflow_id: str,
+        run_id: str,
+        *,
+        activity: tuple[int, int] | None = None,
+        timer: int | None = None,
+        cache: GeneratorCache | None = None,
+    ) -> None:
+        self.store = store
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.activity = activity
+        self.timer = timer
+        self.cache = cache
+        # Attempts and values already produced by this job, kept across commit conflicts
+        # so that a lost race never runs the same side effect twice in one job.
+        self._attempts: dict[tuple[int, int], AttemptOutcome] = {}
+        self._values: dict[int, ValueRecorded] = {}
+        self._held: str | None = None  # why this step could not do everything (shown as "held")
+        self._was_held = False
+        self._solo = False
+
+    def run(self) -> None:
+        for _ in range(MAX_ROUNDS):
+            if self._round():
+                return
+        raise RuntimeError(
+            f"workflow {self.workflow_id}: gave up after {MAX_ROUNDS} commit conflicts in one step; "
+            "another runner keeps writing its history. The workflow is intact; this job can be retried."
+        )
+
+    # -- one round: load, replay, decide, commit; True when done -------------------
+    def _round(self) -> bool:
+        # A cached run is taken out for the round and put back only after it committed
+        # everything: a lost race or an error leaves nothing half-applied to reuse.
+        cached = self.cache.take(self.workflow_id, self.run_id) if self.cache is not None else None
+        try:
+            meta, events = self.store.load(self.workflow_id, start=cached.length if cached else 0, pack=True)
+        except (SignatureError, SerializationError) as exc:
+            self._hold(f"cannot read its history: {exc}")
+            return True
+        if meta is None or meta.run_id != self.run_id or meta.status in TERMINAL:
+            return True  # gone, a newer run, or finished: a stale job has nothing to do
+        self._was_held = bool(meta.stuck)
+        if meta.cancel_requested:
+            self._cancel_children()
+        if cached is not None:
+            replayer, length = cached.replayer, cached.length + len(events)
+        else:
+            try:
+                replayer = self._replayer(meta)
+            except Exception as exc:
+                self._hold(f"cannot load workflow code {meta.path}: {type(exc).__name__}: {exc}")
+                return True
+            length = len(events)
+        replayer.feed(events)
+        work = _Round(length=length)
+
+        own = self._own_contribution(meta, replayer)
+        if own is None:
+            return self._keep(replayer, work.length)
+        work.events += own.events
+        work.dispatch += own.dispatch
+        replayer.feed(own.events)
+        fired: list[Event] = []
+
+        while True:
+            try:
+                decision = replayer.step()
+            except NonDeterminismError as exc:
+                self._hold(str(exc))
+                return True
+            if decision.kind == "wait":
+                if self.timer is not None and self.timer in decision.waiting and not fired:
+                    fired = [TimerFired(seq=self.timer, time=clock.now())]
+                    work.events += fired
+                    replayer.feed(fired)
+                    continue
+                if work.events or work.dispatch:
+                    own = _worker_state["own"]
+                    if own and own != meta.owner:
+                        work.meta["owner"] = own  # wake-ups for this run now come here
+                    if not self._commit(work, replayer, final=True):
+                        return False
+                return self._keep(replayer, work.length + len(work.events))
+            if decision.kind != "schedule":
+                self._finish(meta, decision, work)
+                return self._commit(work, replayer, final=True)
+            ran_inline = False
+            # One queued activity at a time (not a fan-out) follows its generator to this
+            # worker's own queue, so that its completion continues the run from the cache.
+            queued = [c for _, c in decision.new if isinstance(c, ActivityCall) and not c.options.inline]
+            self._solo = len(queued) == 1
+            for seq, command in decision.new:
+                if isinstance(command, ActivityCall) and command.options.inline and work.events:
+                    # Record what is known before running more user code: a crash in the
+                    # inline activity must not also cost what came before it.
+                    if not self._commit(work, replayer):
+                        return False
+                    work = _Round(length=work.length + len(work.events))
+                new = self._schedule(meta, seq, command, work)
+                ran_inline |= len(new) > 1 and isinstance(command, ActivityCall)
+                replayer.feed(new)
+            if ran_inline:  # an inline activity ran: commit its result before going on
+                if not self._commit(work, replayer):
+                    return False
+                work = _Round(length=work.length + len(work.events))
+
+    def _keep(self, replayer: Replayer, length: int) -> bool:
+        """Park the suspended run for this worker's next step on the workflow."""
+        if self.cache is not None:
+            self.cache.put(self.workflow_id, CachedRun(self.run_id, replayer, length))
+        return True
+
+    def _replayer(self, meta: Meta) -> Replayer:
+        target = resolve(meta.path)
+        args, kwargs = loads(meta.input, f"the arguments of workflow {self.workflow_id}")
+        return Replayer(
+            getattr(target, "func", target), args, kwargs, workflow_id=self.workflow_id, run_id=self.run_id,
+            name=meta.name,
+        )
+
+    def _own_contribution(self, meta: Meta, replayer: Replayer) -> _Own | None:
+        """The event this job brings (an activity outcome, a fired timer), or nothing.
+
+        A job whose own answer is already in history (a duplicate, or a job recovered
+        from a worker that died after recording it) still advances the workflow: that
+        worker may have died between two commits of one step, and then this job is the
+        only one left to carry it on. None only for a timer that is not due yet.
+        """
+        if self.activity is not None:
+            seq, attempt = self.activity
+            scheduled = replayer.open_command(seq)
+            if not isinstance(scheduled, ActivityScheduled) or replayer.attempt_recorded(seq, attempt):
+                return _Own([], [])
+            outcome = self._attempt(scheduled, attempt)
+            return _Own(outcome.events, self._retry_dispatch(meta, scheduled, attempt, outcome))
+        if self.timer is not None:
+            fire_at = getattr(replayer.open_command(self.timer), "fire_at", None)
+            if fire_at is not None and clock.now() < fire_at:  # RQ's scheduler can run a job ~1 s early
+                self.store.enqueue([self._timer_dispatch(meta, self.timer, fire_at)])
+                return None
+            # Recorded only if the workflow still waits on it (see _round): a timer that
+            # lost an any_of, or a signal wait answered by its signal, leaves no trace.
+        return _Own([], [])
+
+    # -- new commands -----------------------------------------------------------------------
+    def _schedule(self, meta: Meta, seq: int, command: Command, work: _Round) -> list[Event]:
+        """Record a new command and arrange what carries it out. Returns the new events."""
+        now = clock.now()
+        if isinstance(command, RecordValue):
+            new: list[Event] = [self._value(seq, command, now)]
+        elif isinstance(command, StartChild):
+            new = self._start_child(meta, seq, command, now, work)
+        else:
+            event = command_event(seq, command, now)
+            new = [event]
+            if isinstance(command, ActivityCall) and isinstance(event, ActivityScheduled):
+                if command.options.inline:
+                    outcome = self._attempt(event, 1)
+                    new += outcome.events
+                    work.dispatch += self._retry_dispatch(meta, event, 1, outcome)
+                else:
+                    queue, home = self._route(meta, command.options.queue, self._solo)
+                    work.dispatch.append(
+                        Dispatch(RUN_ACTIVITY, (self.workflow_id, self.run_id, seq, 1), queue, home=home,
+                                 description=f"durable activity {command.activity} for {self.workflow_id}#{seq}")
+                    )
+            elif isinstance(command, (StartTimer, WaitSignal)):
+                fire_at = getattr(event, "fire_at", None)
+                if fire_at is not None:
+                    work.dispatch.append(self._timer_dispatch(meta, seq, fire_at))
+            elif not isinstance(command, Patched):  # pragma: no cover - the engine yields nothing else
+                raise TypeError(f"cannot schedule {command!r}")
+        work.events += new
+        return new
+
+    def _value(self, seq: int, command: RecordValue, now: float) -> ValueRecorded:
+        if seq not in self._values:
+            try:
+                if command.what == "now":
+                    value: Any = datetime.fromtimestamp(now, UTC)
+                elif command.what == "uuid4":
+                    value = uuid.uuid4()
+                elif command.what == "random":
+                    value = _random.random()
+                else:
+                    assert command.fn is not None
+                    value = command.fn(*command.args, **command.kwargs)
+                dumps(value, f"the value of {command.what}")
+                event = ValueRecorded(seq=seq, time=now, what=command.what, value=value)
+            except Exception as exc:
+                error = ErrorInfo.from_exception(exc).to_dict()
+                event = ValueRecorded(seq=seq, time=now, what=command.what, error=error)
+            self._values[seq] = event
+        return self._values[seq]
+
+    def _start_child(self, meta: Meta, seq: int, command: StartChild, now: float, work: _Round) -> list[Event]:
+        child_id = command.workflow_id or f"{self.workflow_id}/{seq}"
+        started = command_event(seq, command, now, child_id=child_id)
+        try:
+            validate_workflow_id(child_id)
+            if self.store.exists(child_id):
+                raise WorkflowAlreadyExists(f"cannot start child workflow {child_id!r}: that id is taken")
+            target = resolve(command.workflow)
+            blob = dumps((command.args, command.kwargs), f"the arguments of child workflow {child_id}")
+        except Exception as exc:  # the parent learns at its yield, as for a failed child
+            info = ErrorInfo.from_exception(exc)
+            return [started, ChildFailed(seq=seq, time=now, workflow_id=child_id, parent_run=self.run_id,
+                                         error=info.to_dict())]
+        run_id = uuid.uuid4().hex
+        queue = command.queue or getattr(target, "queue", None) or meta.queue
+        fields = {
+            "path": command.workflow, "name": getattr(target, "name", command.workflow), "queue": queue,
+            "status": "running", "run_id": run_id, "created_at": repr(now), "updated_at": repr(now), "input": blob,
+            "parent": self.workflow_id, "parent_run": self.run_id, "parent_seq": str(seq),
+            "parent_queue": meta.queue,
+        }
+        work.children.append(NewWorkflow(child_id, fields, advance_dispatch(child_id, run_id, queue)))
+        return [started]
+
+    def _attempt(self, scheduled: ActivityScheduled, attempt: int) -> AttemptOutcome:
+        key = (scheduled.seq, attempt)
+        if key not in self._attempts:
+            info = ActivityInfo(self.workflow_id, self.run_id, scheduled.seq, attempt, scheduled.activity)
+            log.debug("running %s attempt %d for %s#%d", scheduled.activity, attempt, self.workflow_id, scheduled.seq)
+            self._attempts[key] = run_attempt(scheduled, info)
+        return self._attempts[key]
+
+    def _retry_dispatch(
+        self, meta: Meta, scheduled: ActivityScheduled, attempt: int, outcome: AttemptOutcome
+    ) -> list[Dispatch]:
+        if outcome.retry_at is None:
+            return []
+        queue, home = self._route(meta, scheduled.activity_options().queue, outcome.missing_code is None)
+        if outcome.missing_code is not None:
+            self._held = (f"activity {scheduled.activity} cannot be imported on a worker of queue {queue!r} "
+                          f"({outcome.missing_code}); trying again every {MISSING_CODE_RETRY:g} s")
+            log.error("workflow %s: %s", self.workflow_id, self._held)
+        else:
+            attempt += 1
+        return [
+            Dispatch(RUN_ACTIVITY, (self.workflow_id, self.run_id, scheduled.seq, attempt), queue, home=home,
+                     at=outcome.retry_at,
+                     description=f"durable attempt {attempt} of {scheduled.activity} for {self.workflow_id}")
+        ]
+
+    def _timer_dispatch(self, meta: Meta, seq: int, fire_at: float) -> Dispatch:
+        queue, home = self._route(meta, None, True)
+        return Dispatch(FIRE_TIMER, (self.workflow_id, self.run_id, seq), queue, at=fire_at, home=home,
+                        description=f"durable timer {self.workflow_id}#{seq}")
+
+    def _route(self, meta: Meta, asked: str | None, sticky: bool) -> tuple[str, str | None]:
+        """(queue, home) for a job of this run: this worker's own queue when the job is on
+        the workflow's queue and follows the generator, else the queue it asks for."""
+        queue = asked or meta.queue
+        own = _worker_state["own"]
+        if sticky and own and queue == meta.queue:
+            return own, queue
+        return queue, None
+
+    # -- endings ---------------------------------------------------------------------------------
+    def _finish(self, meta: Meta, decision: Decision, work: _Round) -> None:
+        now = clock.now()
+        if decision.kind == "continue":
+            self._continue(meta, decision, work, now)
+            return
+        if decision.kind == "complete":
+            try:
+                blob = dumps(decision.result, f"the result of workflow {self.workflow_id}")
+            except (SerializationError, PayloadTooLarge) as exc:
+                decision = Decision("fail", error=ErrorInfo.from_exception(exc))
+            else:
+                work.events.append(WorkflowCompleted(time=now, result=decision.result))
+                work.meta.update(status="completed", result=blob)
+                work.notify = "completed"
+                self._tell_parent(meta, ChildCompleted(seq=meta.parent_seq, time=now, workflow_id=self.workflow_id,
+                                                       parent_run=meta.parent_run, result=decision.result), work)
+                return
+        error = decision.error
+        assert error is not None
+        status = "cancelled" if decision.kind == "cancelled" else "failed"
+        work.events.append(WorkflowCancelled(time=now) if status == "cancelled"
+                           else WorkflowFailedEvent(time=now, error=error.to_dict()))
+        work.meta.update(status=status, error=dumps(error.to_dict(), "a workflow error"))
+        work.notify = status
+        self._tell_parent(meta, ChildFailed(seq=meta.parent_seq, time=now, workflow_id=self.workflow_id,
+                                            parent_run=meta.parent_run, error=error.to_dict()), work)
+
+    def _continue(self, meta: Meta, decision: Decision, work: _Round, now: float) -> None:
+        run_id = uuid.uuid4().hex
+        try:
+            blob = dumps((decision.args, decision.kwargs), f"the arguments of workflow {self.workflow_id}")
+        except (SerializationError, PayloadTooLarge) as exc:
+            self._finish(meta, Decision("fail", error=ErrorInfo.from_exception(exc)), work)
+            return
+        work.events.append(WorkflowContinued(time=now, new_run=run_id, args=decision.args, kwargs=decision.kwargs))
+        keep = int(os.environ.get(KEEP_RUNS_ENV, "1"))
+        fields = {"input": blob, "status": "running", "previous_run": self.run_id, "run_started_at": repr(now)}
+        work.new_run = NewRun(run_id, fields, advance_dispatch(self.workflow_id, run_id, meta.queue), keep_runs=keep)
+
+    def _tell_parent(self, meta: Meta, event: Event, work: _Round) -> None:
+        if meta.parent:
+            wake = advance_dispatch(meta.parent, meta.parent_run, meta.parent_queue or meta.queue)
+            work.deliver.append(Delivery(meta.parent, event, wake))
+
+    def _commit(self, work: _Round, replayer: Replayer, *, final: bool = False) -> bool:
+        if self._held is not None:
+            work.meta["stuck"] = self._held
+        elif self._was_held:
+            work.meta["stuck"] = ""  # it moves again: no longer held
+        if replayer.custom_status is not None:
+            try:
+                work.meta["custom"] = dumps(replayer.custom_status, "the value passed to durable.set_status")
+            except (SerializationError, PayloadTooLarge) as exc:
+                log.warning("workflow %s: %s", self.workflow_id, exc)
+        # The job's last commit also ends its lease (one round trip fewer per job);
+        # earlier commits must not, or a crash after them would go unrecovered.
+        lease = _worker_state["lease"] if final and work.new_run is None else None
+        won = self.store.commit(
+            self.workflow_id, work.length, work.events, meta=work.meta, dispatch=work.dispatch, notify=work.notify,
+            children=work.children, deliver=work.deliver, new_run=work.new_run, release_lease=lease,
+        )
+        if won and lease is not None:
+            _worker_state["released"] = True
+        return won
+
+    def _cancel_children(self) -> None:
+        """Cancellation reaches the whole tree: request it for every child still running."""
+        for child in self.store.children(self.workflow_id):
+            try:
+                request_cancel(self.store, child)
+            except Exception:  # an ended or vanished child needs nothing
+                log.debug("child %s of %s not cancelled", child, self.workflow_id, exc_info=True)
+
+    def _hold(self, reason: str) -> None:
+        """Keep the workflow as it is and say why it cannot move: fixing the code and
+        re-advancing it (or deploying the missing module) lets it continue."""
+        log.error("workflow %s is held: %s", self.workflow_id, reason)
+        self.store.set_fields(self.workflow_id, {"stuck": reason})
+
+
+def request_cancel(store: Store, workflow_id: str, reason: str = "") -> bool:
+    """Ask a running workflow to cancel: ``Cancelled`` is raised at its current ``yield``.
+
+    Returns False when it was asked already. Raises ``WorkflowNotFound`` for an
+    unknown id or one that has ended.
+    """
+    from_events = CancelRequested(time=clock.now(), reason=reason)
+    return store.send_to_running(
+        workflow_id, from_events, "cancel",
+        lambda meta: wake_dispatch(store, workflow_id, meta),
+        meta_fields={"cancel_requested": "1"},
+        skip=lambda meta: meta.cancel_requested,
+    )
+
+
+@dataclass(frozen=True)
+class _Own:
+    events: list[Event]
+    dispatch: list[Dispatch]
