@@ -444,6 +444,7 @@ class Step:
         won = self.store.commit(
             self.workflow_id, work.length, work.events, meta=work.meta, dispatch=work.dispatch, notify=work.notify,
             children=work.children, deliver=work.deliver, new_run=work.new_run, release_lease=lease,
+            run_id=self.run_id,
         )
         if won and lease is not None:
             _worker_state["released"] = True

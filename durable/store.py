@@ -60,21 +60,24 @@ return ids
 """
 
 
-# KEYS[1] = the workflow's history list.
-# ARGV[1] = the history length the caller replayed; ARGV[2] = n, how many keys must not exist
-# (the meta hashes of children about to be created); ARGV[3 .. 2+n] = those keys; then the
-# writes, each as: argc, command, arg1 .. arg(argc-1) (what a MULTI would have held).
-# Applies every write only if history still has that length and none of those keys exists:
-# a compare-and-append in one round trip. Returns 1 if it wrote, 0 if another writer won.
+# KEYS[1] = the workflow's history list, KEYS[2] = its meta hash.
+# ARGV[1] = the history length the caller replayed; ARGV[2] = the run it replayed ('' to not
+# check); ARGV[3] = n, how many keys must not exist (the meta hashes of children about to be
+# created); ARGV[4 .. 3+n] = those keys; then the writes, each as: argc, command, arg1 ..
+# arg(argc-1) (what a MULTI would have held). Applies every write only if history still has
+# that length, belongs to that run (a continue_as_new may have started a new history that
+# reached the same length), and none of those keys exists: a compare-and-append in one round
+# trip. Returns 1 if it wrote, 0 if another writer won.
 # The writes touch keys not declared in KEYS (RQ's job and queue keys), which standalone
 # Redis and Sentinel allow and Redis Cluster does not; RQ does not run on Cluster either.
 _COMMIT = """
 if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[1]) then return 0 end
-local n = tonumber(ARGV[2])
-for i = 3, 2 + n do
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[2], 'run_id') ~= ARGV[2] then return 0 end
+local n = tonumber(ARGV[3])
+for i = 4, 3 + n do
   if redis.call('EXISTS', ARGV[i]) == 1 then return 0 end
 end
-local i = 3 + n
+local i = 4 + n
 while i <= #ARGV do
   local argc = tonumber(ARGV[i])
   redis.call(unpack(ARGV, i + 1, i + argc))
@@ -311,6 +314,7 @@ class Store(Upkeep):
         deliver: Sequence[Delivery] = (),
         new_run: NewRun | None = None,
         release_lease: str | None = None,
+        run_id: str = "",
     ) -> bool:
         """Append ``events`` if history still has ``expected_length`` events, atomically with
         the meta update, the jobs to enqueue, the children to create, the events to deliver
@@ -319,13 +323,14 @@ class Store(Upkeep):
         Returns False, having written nothing, when another writer got there first
         (or a child id to create exists by now: the caller's next replay sees it).
         ``release_lease`` ends that job's lease in the same write (its last commit).
+        ``run_id``, when given, must still be the workflow's run, or nothing is written.
         Raises ``SerializationError`` (writing nothing) when an event cannot be encoded.
         """
         encoded = [encode_event(event) for event in events]
         delivered = [(item, encode_event(item.event)) for item in deliver]
         if new_run is not None:
             return self._commit_watched(workflow_id, expected_length, encoded, meta, dispatch, notify, children,
-                                        delivered, new_run)
+                                        delivered, new_run, run_id)
         # The common case in one round trip: buffer the writes as a MULTI would hold them
         # (RQ's enqueue included, through its pipeline= API), then let the commit script
         # apply them only if the compare holds.
@@ -334,12 +339,12 @@ class Store(Upkeep):
         self._writes(pipe, workflow_id, encoded, meta, dispatch, notify, children, delivered)
         if release_lease is not None:
             pipe.zrem(self.leases_key, release_lease)
-        argv: list[Any] = [expected_length, len(children), *(self.meta_key(c.workflow_id) for c in children)]
+        argv: list[Any] = [expected_length, run_id, len(children), *(self.meta_key(c.workflow_id) for c in children)]
         for args, _options in pipe.command_stack:
             argv.append(len(args))
             argv.extend(args)
         pipe.reset()
-        return bool(self._commit_script(keys=[self.history_key(workflow_id)], args=argv))
+        return bool(self._commit_script(keys=[self.history_key(workflow_id), self.meta_key(workflow_id)], args=argv))
 
     def _writes(
         self,
@@ -379,13 +384,16 @@ class Store(Upkeep):
         children: Sequence[NewWorkflow],
         delivered: list[tuple[Delivery, bytes]],
         new_run: NewRun,
+        run_id: str = "",
     ) -> bool:
         """The rare ``continue_as_new`` commit, which must read the kept runs first: WATCH/MULTI."""
         history_key = self.history_key(workflow_id)
         with self.conn.pipeline() as pipe:
             try:
                 pipe.watch(history_key, self.runs_key(workflow_id))
-                if pipe.llen(history_key) != expected_length:
+                # a new run renames the (watched) history, so the run read here cannot change unseen
+                stale_run = run_id and pipe.hget(self.meta_key(workflow_id), "run_id") != run_id.encode()
+                if pipe.llen(history_key) != expected_length or stale_run:
                     pipe.unwatch()
                     return False
                 runs = cast(list[bytes], pipe.lrange(self.runs_key(workflow_id), 0, -1))

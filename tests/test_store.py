@@ -112,3 +112,13 @@ def test_promote_due_moves_only_due_jobs(store, fake_conn):
     assert store.promote_due(["durable"]) == 1
     assert queue.count == 1 and queue.jobs[0].args == ("w", "r")
     assert len(ScheduledJobRegistry(queue=queue).get_job_ids()) == 1
+
+
+def test_a_commit_for_another_run_writes_nothing_even_at_the_same_length(store, fake_conn):
+    # continue_as_new started a new history that reached the length an old-run job replayed
+    fake_conn.hset(store.meta_key("w"), "run_id", "new-run")
+    fake_conn.rpush(store.history_key("w"), b"x")
+    assert not store.commit("w", 1, [ActivityCompleted(seq=0, result=1)], run_id="old-run")
+    assert fake_conn.llen(store.history_key("w")) == 1
+    assert store.commit("w", 1, [ActivityCompleted(seq=0, result=1)], run_id="new-run")
+    assert fake_conn.llen(store.history_key("w")) == 2
