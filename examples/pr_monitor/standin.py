@@ -26,7 +26,10 @@ import json
 import re
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from types import TracebackType
@@ -34,8 +37,9 @@ from typing import Any
 
 from .fakeapis import Answer, FakeGitHub, FakeSlack
 from .serving import BackgroundServer, JsonHandler
+from .webhook import sign
 
-__all__ = ["Standin", "Call"]
+__all__ = ["Standin", "Call", "pull_request_event", "deliver"]
 
 _CALLER = re.compile(r"\(pid (\d+)\)")
 
@@ -264,3 +268,40 @@ def _handler(standin: Standin) -> type[JsonHandler]:
         do_GET = do_POST = _serve
 
     return Handler
+
+
+# -- playing GitHub's webhook side -----------------------------------------------------------
+
+
+def pull_request_event(action: str, owner: str, repo: str, pull: Mapping[str, Any], sender: str) -> dict[str, Any]:
+    """A ``pull_request`` webhook payload as GitHub sends it (the fields the receiver reads, and a few more)."""
+    return {
+        "action": action,
+        "number": pull["number"],
+        "pull_request": dict(pull),
+        "repository": {"name": repo, "full_name": f"{owner}/{repo}", "owner": {"login": owner}},
+        "sender": {"login": sender},
+    }
+
+
+def deliver(url: str, event: str, payload: Mapping[str, Any], secret: bytes | None,
+            delivery: str | None = None) -> tuple[int, dict[str, Any]]:
+    """POST a webhook to ``url`` as GitHub does: JSON, signed with ``secret`` (``None``: unsigned).
+
+    Returns the receiver's status and JSON answer; reuse ``delivery`` to mimic a redelivery.
+    """
+    body = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": "GitHub-Hookshot/standin",
+               "X-GitHub-Event": event, "X-GitHub-Delivery": delivery or str(uuid.uuid4())}
+    if secret is not None:
+        headers["X-Hub-Signature-256"] = sign(secret, body)
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, {"ok": False, "error": raw[:200].decode(errors="replace")}
