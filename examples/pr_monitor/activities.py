@@ -54,7 +54,8 @@ def create_channel(pr: PullRequest) -> dict[str, str]:
 def _find_channel(name: str, key: str) -> dict[str, str]:
     cursor = ""
     while True:
-        params = {"exclude_archived": "true", "limit": "200", "types": "public_channel,private_channel"}
+        # Public channels only: the monitor creates public ones, and private ones would need groups:read.
+        params = {"exclude_archived": "true", "limit": "200", "types": "public_channel"}
         if cursor:
             params["cursor"] = cursor
         answer = apis.slack("conversations.list", idempotency_key=key, params=params)
