@@ -51,6 +51,7 @@ class Call:
     time: float
     api: str  # "slack" or "github"
     method: str  # HTTP method
+    path: str  # as requested, without the query string
     endpoint: str  # "chat.postMessage", "pulls.get", ...
     key: str | None  # the Idempotency-Key header
     duplicate: bool  # the key had succeeded before: answered from memory, not applied again
@@ -194,7 +195,7 @@ class Standin:
             return 404, {"message": f"the stand-in serves /slack/api/... and /github/..., not {path}"}
         key = headers.get("idempotency-key") or None
         caller = _CALLER.search(headers.get("user-agent", ""))
-        call = Call(time.time(), api, method, endpoint, key, False, 0, False,
+        call = Call(time.time(), api, method, path, endpoint, key, False, 0, False,
                     int(caller[1]) if caller else None, "")
         token = headers.get("authorization", "").removeprefix("Bearer ").strip()
         with self._lock:
