@@ -69,10 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=_worker)
 
-    p = command("demo", "run the demo: a workflow survives its worker being SIGKILLed (embedded Redis)")
-    p.add_argument("--days", type=int, default=3, help="reminders to send (default 3)")
+    p = command("demo", "run the demo: a pull-request monitor (webhook, Slack and GitHub stand-ins) survives "
+                        "its worker being SIGKILLed (embedded Redis, needs durable installed from its checkout)")
+    p.add_argument("--days", type=int, default=3, help="daily reminders before the PR is merged (default 3)")
     p.add_argument("--day-seconds", type=float, default=2.0, help="how long a 'day' lasts (default 2 s)")
-    p.add_argument("--keep", action="store_true", help="keep the demo's temporary directory")
+    p.add_argument("--keep", action="store_true", help="keep the demo's temporary directory (worker logs, Redis)")
     p.set_defaults(func=_demo)
 
     p = command("start", "start a workflow: durable start module:workflow [JSON args...]")
@@ -168,9 +169,13 @@ def _worker_pool(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    if args.days < 2:
-        raise ValueError("--days must be at least 2: the demo kills the worker during reminder 2")
-    return demo.run(days=args.days, day_seconds=args.day_seconds, keep=args.keep)
+    if args.url:
+        raise ValueError("durable demo always runs on its own embedded Redis; drop --url")
+    try:
+        return demo.run(days=args.days, day_seconds=args.day_seconds, keep=args.keep)
+    except demo.DemoError as exc:
+        print(f"durable demo: {exc}", file=sys.stderr)
+        return 1
 
 
 def _parse_arg(text: str) -> Any:
