@@ -33,7 +33,7 @@ import functools
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from .commands import (
     ActivityCall,
@@ -48,6 +48,7 @@ from .commands import (
     WaitSignal,
 )
 from .context import RunState, in_workflow
+from .decision import FIX_HINT, TERMINAL_KIND, Decision, check_ending, check_match, ended_by
 from .errors import ActivityFailed, Cancelled, NonDeterminismError, WorkflowFailed
 from .events import (
     ActivityCompleted,
@@ -63,50 +64,9 @@ from .events import (
     SignalReceived,
     TimerFired,
     ValueRecorded,
-    WorkflowCancelled,
-    WorkflowCompleted,
-    WorkflowContinued,
-    WorkflowFailedEvent,
 )
 
 __all__ = ["Decision", "Replayer"]
-
-DecisionKind = Literal["schedule", "wait", "complete", "fail", "cancelled", "continue"]
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the runtime must do next for a workflow.
-
-    ``schedule``: record and dispatch ``new`` (``(seq, command)`` pairs).
-    ``wait``: suspended on ``waiting`` seqs whose answers are not in history.
-    ``complete``: returned ``result``. ``fail``/``cancelled``: ended with ``error``.
-    ``continue``: ``continue_as_new(*args, **kwargs)``.
-    """
-
-    kind: DecisionKind
-    new: tuple[tuple[int, Command], ...] = ()
-    waiting: tuple[int, ...] = ()
-    result: Any = None
-    error: ErrorInfo | None = None
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-_FIX_HINT = (
-    "Workflow code must yield the same commands in the same order on every replay: move time, "
-    "randomness and I/O into activities or durable.now()/uuid4()/random()/side_effect(), and guard "
-    "changed code with `if (yield durable.patched('change-id')):` so runs recorded before the change keep "
-    "their old path (or let them finish before deploying it)."
-)
-
-_TERMINAL_KIND = {
-    WorkflowCompleted: "complete",
-    WorkflowFailedEvent: "fail",
-    WorkflowCancelled: "cancelled",
-    WorkflowContinued: "continue",
-}
-
 
 _LEAVES = frozenset({ActivityCall, StartTimer, WaitSignal, StartChild, RecordValue})  # Patched is decided first
 
@@ -133,12 +93,6 @@ class _Answer:
     ok: bool
     value: Any  # the result, or the exception to raise
     signals: list[tuple[str, int]] = field(default_factory=list)  # signals it consumes
-
-
-def _ended_by(exc: Exception) -> Decision:
-    """The decision for an exception that left the workflow's generator."""
-    kind: DecisionKind = "cancelled" if isinstance(exc, Cancelled) else "fail"  # else the workflow's own error
-    return Decision(kind, error=ErrorInfo.from_exception(exc))
 
 
 class Replayer:
@@ -220,7 +174,7 @@ class Replayer:
             self._signals.setdefault(event.signal, []).append((index, event.payload))
         elif isinstance(event, CancelRequested):
             self._cancels.append(index)
-        elif isinstance(event, tuple(_TERMINAL_KIND)):
+        elif isinstance(event, tuple(TERMINAL_KIND)):
             self._terminal = event
             self._last_command_index = index
 
@@ -292,7 +246,7 @@ class Replayer:
                     seq, command = new[0]
                     raise NonDeterminismError(
                         f"{self._what()} is not deterministic at sequence {seq}: history recorded that the "
-                        f"workflow ended there, but the code now yields {command.describe()}. {_FIX_HINT}"
+                        f"workflow ended there, but the code now yields {command.describe()}. {FIX_HINT}"
                     )
                 if self._cancels:  # cancelled before these were recorded: they never will be
                     self._cancel(leaves)
@@ -410,7 +364,7 @@ class Replayer:
                 self._outcome = Decision("complete", result=stop.value)
                 return
             except Exception as exc:
-                self._outcome = _ended_by(exc)
+                self._outcome = ended_by(exc)
                 return
             action = self._accept(value)
 
@@ -472,7 +426,7 @@ class Replayer:
                 self._outcome = Decision("complete", result=stop.value)
                 return
             except Exception as exc:
-                self._outcome = _ended_by(exc)
+                self._outcome = ended_by(exc)
                 return
             if type(value) is not ActivityCall:
                 self._resume(self._accept(value), replaying=state.is_replaying)
@@ -501,34 +455,8 @@ class Replayer:
         return f"workflow {self._name!r} ({self._workflow_id})"
 
     def _match(self, seq: int, command: Command, recorded: Event) -> None:
-        rec_kind = getattr(recorded, "kind", recorded.type)
-        rec_name = getattr(recorded, "name", rec_kind)
-        if rec_kind != command.kind or rec_name != command.name:
-            raise NonDeterminismError(
-                f"{self._what()} is not deterministic at sequence {seq}: history recorded {rec_kind} {rec_name} "
-                f"but the code now yields {command.describe()}. {_FIX_HINT}"
-            )
+        check_match(self._what(), seq, command, recorded)
 
     def _finish(self, outcome: Decision) -> Decision:
         """Check that history has nothing the finished code never reached, and the same ending."""
-        leftover = sorted(self._scheduled)
-        if leftover:
-            seq = leftover[0]
-            recorded = self._scheduled[seq]
-            ending = {"complete": "returns", "continue": "continues as new"}.get(outcome.kind, "raises")
-            raise NonDeterminismError(
-                f"{self._what()} is not deterministic at sequence {seq}: history recorded "
-                f"{getattr(recorded, 'kind', '?')} {getattr(recorded, 'name', '?')} but the code now {ending} "
-                f"before yielding it. {_FIX_HINT}"
-            )
-        terminal = self._terminal
-        if terminal is not None:
-            expected = _TERMINAL_KIND[type(terminal)]  # type: ignore[index]
-            if expected != outcome.kind:
-                plain = {"complete": "a normal return", "continue": "continue_as_new"}
-                detail = f"{outcome.error.type}: {outcome.error.message}" if outcome.error else plain[outcome.kind]
-                raise NonDeterminismError(
-                    f"{self._what()} is not deterministic: history recorded that it ended with "
-                    f"{terminal.type}, but the code now ends with {detail}. {_FIX_HINT}"
-                )
-        return outcome
+        return check_ending(self._what(), self._scheduled, self._terminal, outcome)

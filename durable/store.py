@@ -35,18 +35,20 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
-from redis.client import PubSub
 from rq import Queue
 from rq.job import JobStatus
 
 from . import clock
 from .errors import WorkflowNotFound
 from .events import Event
+from .reads import PACK_SIZE, Reads
 from .records import Delivery, Dispatch, Meta, NewRun, NewWorkflow, validate_workflow_id
-from .serialization import decode_events, encode_event, pack_events, unpack_events
+from .serialization import encode_event
 from .upkeep import Upkeep
 
-__all__ = ["Store", "Dispatch", "NewWorkflow", "Delivery", "NewRun", "Meta", "validate_workflow_id", "TERMINAL"]
+__all__ = [
+    "Store", "Dispatch", "NewWorkflow", "Delivery", "NewRun", "Meta", "validate_workflow_id", "TERMINAL", "PACK_SIZE",
+]
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
@@ -145,8 +147,6 @@ redis.call('RPUSH', KEYS[1], unpack(ARGV, 4))
 return 1
 """
 
-PACK_SIZE = 256  # history events per packed block
-
 _RPUSH_CHUNK = 500  # events per RPUSH: keeps each command far below Lua's unpack limit
 
 
@@ -155,12 +155,13 @@ def _mapping(fields: dict[str, Any]) -> Any:
     return fields
 
 
-class Store(Upkeep):
+class Store(Reads, Upkeep):
     """Durable's view of one Redis database.
 
-    Workflow state (meta, history, commits) lives here; the workers' housekeeping
-    (leases, recovery, own queues, timer promotion) comes from ``Upkeep``, which
-    uses the keys and scripts defined in this module.
+    Keys, scripts and writes (commits, creation, deliveries) live here; reads
+    (meta, history, listings) come from ``Reads`` and the workers' housekeeping
+    (leases, recovery, own queues, timer promotion) from ``Upkeep``, both of
+    which use the keys and scripts defined in this module.
     """
 
     def __init__(self, conn: redis.Redis, prefix: str = "durable") -> None:
@@ -214,69 +215,6 @@ class Store(Upkeep):
         if name not in self._queues:
             self._queues[name] = Queue(name, connection=self.conn)
         return self._queues[name]
-
-    # -- reads --------------------------------------------------------------
-    def meta(self, workflow_id: str) -> Meta:
-        raw = cast(dict[bytes, bytes], self.conn.hgetall(self.meta_key(workflow_id)))
-        if not raw:
-            raise WorkflowNotFound(f"no workflow with id {workflow_id!r}; `durable list` shows the ones that exist")
-        return Meta.decode(workflow_id, raw)
-
-    def load(self, workflow_id: str, start: int = 0, *, pack: bool = False) -> tuple[Meta | None, list[Event]]:
-        """Meta and history from index ``start`` on, in one round trip.
-
-        From the start (a cold load), full blocks come from their packed copies;
-        with ``pack`` (the workers), entries not yet packed are packed for the
-        next cold load once they fill a block: one extra write per block.
-        """
-        if start > 0:
-            pipe = self.conn.pipeline(transaction=False)
-            pipe.hgetall(self.meta_key(workflow_id))
-            pipe.lrange(self.history_key(workflow_id), start, -1)
-            raw_meta, raw_events = cast(tuple[dict[bytes, bytes], list[bytes]], pipe.execute())
-            meta = Meta.decode(workflow_id, raw_meta) if raw_meta else None
-            return meta, decode_events(raw_events)
-        keys = [self.meta_key(workflow_id), self.packed_key(workflow_id), self.history_key(workflow_id)]
-        flat, blocks, tail = cast(list[list[bytes]], self._load_script(keys=keys, args=[PACK_SIZE]))
-        if not flat:
-            return None, []
-        meta = Meta.decode(workflow_id, dict(zip(flat[::2], flat[1::2], strict=True)))
-        events: list[Event] = []
-        for number, block in enumerate(blocks):
-            unpacked = unpack_events(block, meta.run_id, number * PACK_SIZE)
-            if unpacked is None or len(unpacked) != PACK_SIZE:  # another format or run: read the list
-                self.conn.delete(self.packed_key(workflow_id))
-                return meta, self.history(workflow_id)
-            events.extend(unpacked)
-        rest = decode_events(tail)
-        if pack and len(rest) >= PACK_SIZE:
-            self._pack(workflow_id, meta.run_id, len(blocks), rest)
-        events.extend(rest)
-        return meta, events
-
-    def _pack(self, workflow_id: str, run_id: str, have: int, rest: list[Event]) -> None:
-        new = [pack_events(run_id, (have + i) * PACK_SIZE, rest[i * PACK_SIZE:(i + 1) * PACK_SIZE])
-               for i in range(len(rest) // PACK_SIZE)]
-        keys = [self.packed_key(workflow_id), self.history_key(workflow_id), self.meta_key(workflow_id)]
-        self._pack_script(keys=keys, args=[have, PACK_SIZE, run_id, *new])
-
-    def history(self, workflow_id: str, start: int = 0) -> list[Event]:
-        items = cast(list[bytes], self.conn.lrange(self.history_key(workflow_id), start, -1))
-        return decode_events(items)
-
-    def workflow_ids(self) -> list[str]:
-        return [item.decode() for item in cast(list[bytes], self.conn.zrange(self.index_key, 0, -1))]
-
-    def statuses(self, workflow_ids: Sequence[str]) -> list[str | None]:
-        pipe = self.conn.pipeline(transaction=False)
-        for workflow_id in workflow_ids:
-            pipe.hget(self.meta_key(workflow_id), "status")
-        return [value.decode() if value is not None else None for value in pipe.execute()]
-
-    def subscribe_done(self, workflow_id: str) -> PubSub:
-        pubsub = self.conn.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(self.done_channel(workflow_id))
-        return pubsub
 
     # -- writes -------------------------------------------------------------
     def create(self, workflow_id: str, fields: dict[str, Any], first: Dispatch) -> bool:
@@ -423,16 +361,6 @@ class Store(Upkeep):
         pipe.hdel(self.meta_key(workflow_id), "result", "error", "stuck", "cancel_requested")
         pipe.hset(self.meta_key(workflow_id), mapping=_mapping({**run.fields, "run_id": run.run_id}))
         self._enqueue(run.first, pipe)
-
-    def archived_runs(self, workflow_id: str) -> list[str]:
-        """Run ids of the kept histories of earlier runs, newest first."""
-        return [item.decode() for item in cast(list[bytes], self.conn.lrange(self.runs_key(workflow_id), 0, -1))]
-
-    def children(self, workflow_id: str) -> list[str]:
-        return sorted(item.decode() for item in cast(set[bytes], self.conn.smembers(self.children_key(workflow_id))))
-
-    def exists(self, workflow_id: str) -> bool:
-        return bool(self.conn.exists(self.meta_key(workflow_id)))
 
     def send_to_running(self, workflow_id: str, event: Event, what: str, wake: Callable[[Meta], Dispatch],
                         meta_fields: dict[str, Any] | None = None,

@@ -1,0 +1,116 @@
+"""Reading workflows from Redis: meta, history (cold loads from packed blocks), listings.
+
+A mixin of ``Store``, like ``Upkeep``: every key name and Lua script it uses
+(``meta_key``, ``history_key``, ``packed_key``, ``_LOAD``, ``_PACK``, ...) is
+defined in ``store.py``, so that one module still says what durable keeps in
+Redis. The one write here is the packing a worker's cold load triggers: a copy
+of full history blocks, never the record itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+import redis
+from redis.client import PubSub
+
+from .errors import WorkflowNotFound
+from .events import Event
+from .records import Meta
+from .serialization import decode_events, pack_events, unpack_events
+
+__all__ = ["Reads", "PACK_SIZE"]
+
+PACK_SIZE = 256  # history events per packed block
+
+
+class Reads:
+    """Meta, history and listing reads, mixed into ``Store``."""
+
+    if TYPE_CHECKING:  # provided by Store
+        conn: redis.Redis
+        _load_script: Any
+        _pack_script: Any
+
+        @property
+        def index_key(self) -> str: ...
+
+        def meta_key(self, workflow_id: str) -> str: ...
+        def history_key(self, workflow_id: str) -> str: ...
+        def packed_key(self, workflow_id: str) -> str: ...
+        def children_key(self, workflow_id: str) -> str: ...
+        def runs_key(self, workflow_id: str) -> str: ...
+        def done_channel(self, workflow_id: str) -> str: ...
+
+    def meta(self, workflow_id: str) -> Meta:
+        raw = cast(dict[bytes, bytes], self.conn.hgetall(self.meta_key(workflow_id)))
+        if not raw:
+            raise WorkflowNotFound(f"no workflow with id {workflow_id!r}; `durable list` shows the ones that exist")
+        return Meta.decode(workflow_id, raw)
+
+    def load(self, workflow_id: str, start: int = 0, *, pack: bool = False) -> tuple[Meta | None, list[Event]]:
+        """Meta and history from index ``start`` on, in one round trip.
+
+        From the start (a cold load), full blocks come from their packed copies;
+        with ``pack`` (the workers), entries not yet packed are packed for the
+        next cold load once they fill a block: one extra write per block.
+        """
+        if start > 0:
+            pipe = self.conn.pipeline(transaction=False)
+            pipe.hgetall(self.meta_key(workflow_id))
+            pipe.lrange(self.history_key(workflow_id), start, -1)
+            raw_meta, raw_events = cast(tuple[dict[bytes, bytes], list[bytes]], pipe.execute())
+            meta = Meta.decode(workflow_id, raw_meta) if raw_meta else None
+            return meta, decode_events(raw_events)
+        keys = [self.meta_key(workflow_id), self.packed_key(workflow_id), self.history_key(workflow_id)]
+        flat, blocks, tail = cast(list[list[bytes]], self._load_script(keys=keys, args=[PACK_SIZE]))
+        if not flat:
+            return None, []
+        meta = Meta.decode(workflow_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+        events: list[Event] = []
+        for number, block in enumerate(blocks):
+            unpacked = unpack_events(block, meta.run_id, number * PACK_SIZE)
+            if unpacked is None or len(unpacked) != PACK_SIZE:  # another format or run: read the list
+                self.conn.delete(self.packed_key(workflow_id))
+                return meta, self.history(workflow_id)
+            events.extend(unpacked)
+        rest = decode_events(tail)
+        if pack and len(rest) >= PACK_SIZE:
+            self._pack(workflow_id, meta.run_id, len(blocks), rest)
+        events.extend(rest)
+        return meta, events
+
+    def _pack(self, workflow_id: str, run_id: str, have: int, rest: list[Event]) -> None:
+        new = [pack_events(run_id, (have + i) * PACK_SIZE, rest[i * PACK_SIZE:(i + 1) * PACK_SIZE])
+               for i in range(len(rest) // PACK_SIZE)]
+        keys = [self.packed_key(workflow_id), self.history_key(workflow_id), self.meta_key(workflow_id)]
+        self._pack_script(keys=keys, args=[have, PACK_SIZE, run_id, *new])
+
+    def history(self, workflow_id: str, start: int = 0) -> list[Event]:
+        items = cast(list[bytes], self.conn.lrange(self.history_key(workflow_id), start, -1))
+        return decode_events(items)
+
+    def workflow_ids(self) -> list[str]:
+        return [item.decode() for item in cast(list[bytes], self.conn.zrange(self.index_key, 0, -1))]
+
+    def statuses(self, workflow_ids: Sequence[str]) -> list[str | None]:
+        pipe = self.conn.pipeline(transaction=False)
+        for workflow_id in workflow_ids:
+            pipe.hget(self.meta_key(workflow_id), "status")
+        return [value.decode() if value is not None else None for value in pipe.execute()]
+
+    def subscribe_done(self, workflow_id: str) -> PubSub:
+        pubsub = self.conn.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.done_channel(workflow_id))
+        return pubsub
+
+    def archived_runs(self, workflow_id: str) -> list[str]:
+        """Run ids of the kept histories of earlier runs, newest first."""
+        return [item.decode() for item in cast(list[bytes], self.conn.lrange(self.runs_key(workflow_id), 0, -1))]
+
+    def children(self, workflow_id: str) -> list[str]:
+        return sorted(item.decode() for item in cast(set[bytes], self.conn.smembers(self.children_key(workflow_id))))
+
+    def exists(self, workflow_id: str) -> bool:
+        return bool(self.conn.exists(self.meta_key(workflow_id)))
