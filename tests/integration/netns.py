@@ -1,19 +1,20 @@
 """Hosts for the multi-host test: Linux network namespaces on one bridge.
 
-``Network`` makes a bridge in the root namespace (the "switch", holding the
-first address of a private /24, where redis-server listens) and one network
-namespace per host, each joined to the bridge by a veth pair and given the next
-address. Pulling a host's cable is ``ip link set <its bridge port> down``: its
+``Network`` makes a bridge in the root namespace (the "switch"; it holds the
+first address of a private /24, so the test process itself reaches every host)
+and one network namespace per host, each joined to the bridge by a veth pair
+and given the next address. Pulling a host's cable is ``ip link set <its bridge port> down``: its
 processes keep running and keep their sockets, but nothing they send arrives
 and nothing reaches them, as when a switch port dies (the host sees NO-CARRIER).
 
 Every name carries the test process's pid (``durable-mh-<pid>-<host>``,
-``db<pid>``), so parallel runs do not collide, and ``destroy`` removes
+``dmhb<pid>``), so parallel runs do not collide, and ``destroy`` removes
 everything (deleting a namespace deletes its veth pair), on success and
 failure alike; an ``atexit`` hook is the last resort. Leftovers of a run whose
-process no longer exists (a SIGKILLed pytest) are removed when the next run
-starts. Where namespaces cannot be made (not Linux, not root, no ``ip``, a
-kernel or container that refuses), ``unavailable()`` says exactly why.
+process no longer exists (a SIGKILLed pytest) are removed, with the processes
+still inside them, when the next run starts. Where namespaces cannot be made
+(not Linux, not root, no ``ip``, a kernel or container that refuses),
+``unavailable()`` says exactly why.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import ipaddress
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ __all__ = ["Host", "Network", "NetnsError", "namespaces", "unavailable"]
 
 _PREFIX = "durable-mh"
 _NS_RE = re.compile(rf"^{_PREFIX}-(\d+)-")
+_LINK_RE = re.compile(r"dmh[bv]p?(\d+)(?:-\d+)?")  # Network.bridge, Network._port
 _LIVE: list[Network] = []  # created and not yet destroyed
 
 
@@ -62,14 +65,28 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _remove_stale() -> None:
-    """Delete what an earlier run left behind when its process is gone."""
+    """Delete what an earlier run left behind when its process is gone (SIGKILLed: no
+    teardown, no atexit), the processes it left inside its namespaces included."""
     for name in namespaces():
         match = _NS_RE.match(name)
         if match and not _pid_alive(int(match.group(1))):
+            for pid in _ip("netns", "pids", name, check=False).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             _ip("netns", "del", name, check=False)
-            for bridge in (f"db{match.group(1)}", f"dbp{match.group(1)}"):
-                if _ip("link", "show", bridge, check=False).returncode == 0:
-                    _ip("link", "del", bridge, check=False)
+    # Links too, with or without their namespace's name: a namespace whose killed processes
+    # left orphaned TCP sockets lives on, unnamed, for minutes, and its veth pairs with it.
+    for link in _links():
+        match = _LINK_RE.fullmatch(link)
+        if match and not _pid_alive(int(match.group(1))):
+            _ip("link", "del", link, check=False)
+
+
+def _links() -> list[str]:
+    """Names of the network interfaces of the root namespace."""
+    return re.findall(r"^\d+: ([^:@]+)[@:]", _ip("-o", "link", "show").stdout, re.M)
 
 
 def unavailable() -> str | None:
@@ -118,17 +135,17 @@ class Network:
     subnet: ipaddress.IPv4Network | None = None
     _made: list[tuple[str, ...]] = field(default_factory=list)  # undo commands, in creation order
 
-    # Interface names have at most 15 characters: "db" or "dv", the tag's first letter, the pid.
+    # Interface names have at most 15 characters: "dmhb" or "dmhv", the tag's first letter, the pid.
     @property
     def bridge(self) -> str:
-        return f"db{self.tag[:1]}{self.pid}"
+        return f"dmhb{self.tag[:1]}{self.pid}"
 
     def _port(self, index: int) -> str:
-        return f"dv{self.tag[:1]}{self.pid}-{index}"
+        return f"dmhv{self.tag[:1]}{self.pid}-{index}"
 
     @property
     def gateway(self) -> str:
-        """The bridge's own address (root namespace): where redis-server listens."""
+        """The bridge's own address: the root namespace's (the test process's) on this network."""
         assert self.subnet is not None
         return str(self.subnet.network_address + 1)
 
@@ -140,7 +157,7 @@ class Network:
         start = self.pid * 7 + (1 if self.tag else 0)
         for i in range(4096):
             n = (start + i) % 4096
-            candidate = ipaddress.ip_network(f"10.{200 + n // 256}.{n % 256}.0/24")
+            candidate = ipaddress.IPv4Network(f"10.{200 + n // 256}.{n % 256}.0/24")
             if not any(candidate.overlaps(u) for u in used if u.prefixlen > 0):
                 return candidate
         raise NetnsError("no free 10.x.y.0/24 for the test network")
@@ -177,6 +194,11 @@ class Network:
     def restore(self, host: Host) -> None:
         _ip("link", "set", host.port, "up")
 
+    def restore_all(self) -> None:
+        """Every cable back in (before killing processes, so their connections close cleanly)."""
+        for host in self.hosts:
+            _ip("link", "set", host.port, "up", check=False)
+
     def destroy(self) -> list[str]:
         """Remove everything this network made (idempotent); returns the errors, if any.
 
@@ -198,9 +220,8 @@ class Network:
     def leftovers(self) -> list[str]:
         """Namespaces and links of this run that still exist."""
         names = [n for n in namespaces() if n.startswith(f"{_PREFIX}-{self.pid}-{self.tag}")]
-        links = _ip("-o", "link", "show").stdout
         mine = {self.bridge, *(self._port(i) for i in range(16))}
-        names += [name for name in re.findall(r"^\d+: ([^:@]+)[@:]", links, re.M) if name in mine]
+        names += [name for name in _links() if name in mine]
         return names
 
 
