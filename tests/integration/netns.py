@@ -92,7 +92,8 @@ def _links() -> list[str]:
 def unavailable() -> str | None:
     """Why this process cannot make network namespaces with a veth link, or None if it can.
 
-    Tries for real: a throwaway namespace, bridge and veth pair, removed again.
+    Tries for real: a throwaway namespace, bridge and veth pair, and a process run inside,
+    all removed again.
     """
     if not sys.platform.startswith("linux"):
         return f"network namespaces are Linux-only (this is {sys.platform})"
@@ -103,7 +104,8 @@ def unavailable() -> str | None:
     _remove_stale()
     probe = Network(tag="probe")
     try:
-        probe.create(["x"])
+        host = probe.create(["x"])[0]
+        _ip("netns", "exec", host.netns, sys.executable, "-c", "")
     except (NetnsError, OSError, subprocess.TimeoutExpired) as exc:
         return f"cannot create a network namespace with a veth link: {exc}"
     finally:
