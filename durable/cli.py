@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="import MODULE first (where your workflows and activities live)")
     p.add_argument("--lease-ttl", type=float, default=None,
                    help="seconds before a dead worker's step is taken over (default $DURABLE_LEASE_TTL or 10)")
+    p.add_argument("--stop-timeout", type=float, default=None,
+                   help="seconds a SIGTERM waits for the current step before handing it back "
+                        "(default $DURABLE_STOP_TIMEOUT or 30)")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=_worker)
 
@@ -137,7 +140,8 @@ def _worker(args: argparse.Namespace) -> int:
     for module in args.imports:
         importlib.import_module(module)
     client = Client(args.url)
-    worker = Worker(args.queue or [DEFAULT_QUEUE], connection=client.conn, lease_ttl=args.lease_ttl)
+    worker = Worker(args.queue or [DEFAULT_QUEUE], connection=client.conn, lease_ttl=args.lease_ttl,
+                    stop_timeout=args.stop_timeout)
     worker.work(burst=args.burst, with_scheduler=True, logging_level=args.log_level.upper())
     return 0
 
@@ -155,6 +159,8 @@ def _worker_pool(args: argparse.Namespace) -> int:
         base.append("--burst")
     if args.lease_ttl is not None:
         base += ["--lease-ttl", str(args.lease_ttl)]
+    if args.stop_timeout is not None:
+        base += ["--stop-timeout", str(args.stop_timeout)]
     children = [subprocess.Popen(base) for _ in range(args.processes)]
 
     def forward(signum: int, frame: object) -> None:

@@ -34,6 +34,7 @@ class Dispatch:
     at: float | None = None
     description: str = ""
     home: str | None = None  # set when ``queue`` is a worker's own: where the job goes if that worker dies
+    front: bool = False  # ahead of the queue's backlog: a recovered job has waited long enough
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from typing import Any, cast
 import redis
 from rq import Queue
 from rq.job import JobStatus
+from rq.registry import ScheduledJobRegistry
 
 from . import clock
 from .errors import WorkflowNotFound
@@ -420,13 +421,16 @@ class Store(Reads, Upkeep):
                 status=JobStatus.SCHEDULED, meta=meta,
             )
             # RQ stores whole seconds and fires when now >= that second: round up so a
-            # timer never fires early.
+            # timer never fires early. Then the exact time as the score: every durable
+            # worker promotes due jobs by it (RQ's scheduler compares whole seconds with
+            # it, so it never fires early either), so a timer is not up to 1 s late.
             when = datetime.fromtimestamp(math.ceil(item.at), tz=UTC)
             queue.schedule_job(job, when, pipeline=pipe)
+            pipe.zadd(ScheduledJobRegistry(queue=queue).key, {job.id: item.at})
         else:
             job = queue.create_job(item.func, args=item.args, timeout=-1, result_ttl=0, description=item.description,
                                    meta=meta)
-            queue.enqueue_job(job, pipeline=pipe)
+            queue.enqueue_job(job, pipeline=pipe, at_front=item.front)
         if item.home:
             # A plain field the rehome script can read, and the own queue (re)listed in the
             # same write, so that a job routed to a worker that just died is never missed.

@@ -14,12 +14,21 @@ recovered twice, or that was not dead after all, is harmless.
 It is a ``SimpleWorker`` (no fork per job) because a step is a few
 milliseconds of work, and because a process that outlives its jobs can keep
 state between them.
+
+Stopping: SIGTERM (or SIGINT) lets the current step finish, then the worker
+hands its own queue back and exits. A step still running ``stop_timeout``
+seconds later (``$DURABLE_STOP_TIMEOUT``, default 30) is abandoned: the job
+goes back to the front of its home queue for another worker, and the worker
+exits. A second SIGTERM does the same at once. Either way nothing waits for a
+lease to lapse, and the abandoned attempt counts for nothing: activities are
+at-least-once, and the compare-and-append records one outcome.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 import uuid
@@ -35,11 +44,13 @@ from .cache import CACHE_SIZE_ENV, GeneratorCache
 from .runtime import lease_job, lease_released, use_cache
 from .store import Dispatch, Store
 
-__all__ = ["Worker", "LEASE_TTL_ENV", "CACHE_SIZE_ENV", "DEFAULT_CACHE_SIZE"]
+__all__ = ["Worker", "LEASE_TTL_ENV", "CACHE_SIZE_ENV", "STOP_TIMEOUT_ENV", "DEFAULT_CACHE_SIZE"]
 
 log = logging.getLogger("durable.worker")
 
 LEASE_TTL_ENV = "DURABLE_LEASE_TTL"
+STOP_TIMEOUT_ENV = "DURABLE_STOP_TIMEOUT"
+_LAST_RESORT = 10.0  # seconds after the stop timeout: a step that ignored SystemExit is left behind
 DEFAULT_CACHE_SIZE = 1000
 _DURABLE_JOBS = "durable.runtime."
 
@@ -111,6 +122,7 @@ class Worker(SimpleWorker):
         *args: Any,
         lease_ttl: float | None = None,
         cache_size: int | None = None,
+        stop_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         size = cache_size if cache_size is not None else int(os.environ.get(CACHE_SIZE_ENV, DEFAULT_CACHE_SIZE))
@@ -125,8 +137,14 @@ class Worker(SimpleWorker):
         self.lease_ttl = float(lease_ttl if lease_ttl is not None else os.environ.get(LEASE_TTL_ENV, 10))
         if self.lease_ttl <= 0:
             raise ValueError(f"the lease must be a positive number of seconds (${LEASE_TTL_ENV}), not {self.lease_ttl}")
+        self.stop_timeout = float(stop_timeout if stop_timeout is not None
+                                  else os.environ.get(STOP_TIMEOUT_ENV, 30))
+        if self.stop_timeout < 0:
+            raise ValueError(f"the stop timeout must be >= 0 seconds (${STOP_TIMEOUT_ENV}), not {self.stop_timeout}")
         self.store = Store(self.connection)
         self._holding: str | None = None
+        self._forced = False  # a cold stop interrupted the current job: hand it back
+        self._stop_asked: float | None = None  # monotonic time of the first SIGTERM while busy
         self._limbo: dict[str, float] = {}  # job id -> when this worker first saw it dequeued but unleased
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
@@ -167,6 +185,8 @@ class Worker(SimpleWorker):
             finally:
                 self._holding = None
             if durable_job:
+                if self._forced:  # RQ recorded the interrupted job as failed: run it elsewhere
+                    self._redispatch(job.id, "its worker was stopped in the middle of it")
                 if not lease_released():  # the job's last commit usually ended it already
                     self.store.release_lease(job.id)
                 lease_job(None)
@@ -176,6 +196,61 @@ class Worker(SimpleWorker):
             # nothing, its lease lapses and a worker (maybe this one) runs it again.
             log.error("Redis connection lost while running %s (%s); waiting for it to come back", job.id, exc)
             self._wait_for_redis()
+
+    def reorder_queues(self, reference_queue: Queue) -> None:
+        """Take turns between the own queue and the shared ones when both have work.
+
+        The own queue comes first so that a run's next step finds its generator
+        here; but a busy worker's own queue is never empty (each step it runs
+        queues the run's next one there), and strict priority would starve the
+        shared queues: new workflows, and the jobs of a stopped or dead worker
+        handed back to them. Among the shared queues RQ's strategy applies."""
+        if not self.own_queue:
+            return super().reorder_queues(reference_queue)
+        own = [q for q in self._ordered_queues if q.name == self.own_queue]
+        shared = [q for q in self._ordered_queues if q.name != self.own_queue]
+        if reference_queue.name == self.own_queue:
+            self._ordered_queues = shared + own
+            return None
+        self._ordered_queues = shared
+        matching = [q for q in shared if q.name == reference_queue.name]
+        if matching:
+            super().reorder_queues(matching[0])
+        self._ordered_queues = own + self._ordered_queues
+        return None
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        """SIGTERM/SIGINT: finish the current step (within ``stop_timeout``), then exit."""
+        if self._holding is not None and self._stop_asked is None:
+            self._stop_asked = time.monotonic()
+            log.warning("stopping: finishing the current step first (at most %.0f s more)", self.stop_timeout)
+        super().request_stop(signum, frame)
+
+    def request_force_stop(self, signum: int, frame: Any) -> None:
+        """A second SIGTERM/SIGINT, or the stop timeout: abandon the current step now.
+
+        RQ raises ``SystemExit`` inside the running job and records it as failed;
+        ``execute_job`` then hands the job back instead of letting it be lost."""
+        if self._holding is not None:
+            self._forced = True
+        super().request_force_stop(signum, frame)
+
+    def _enforce_stop_timeout(self) -> None:
+        """Called by the keeper: abandon a step that outlives the stop timeout."""
+        if self._stop_asked is None or self._holding is None:
+            return
+        # RQ ignores a second signal within 1 s of the first, so the cold stop waits that long at least
+        late = time.monotonic() - self._stop_asked - max(self.stop_timeout, 1.1)
+        if late >= _LAST_RESORT:  # the step swallowed SystemExit: leave it behind
+            log.error("the step of job %s ignored the stop; handing it back and exiting", self._holding)
+            self._redispatch(self._holding, "its worker was stopped in the middle of it")
+            self.store.release_lease(self._holding)
+            self.leave()
+            os._exit(1)
+        if late >= 0 and not self._forced:
+            log.warning("the current step outlived the stop timeout (%.0f s): abandoning it", self.stop_timeout)
+            self._forced = True
+            os.kill(os.getpid(), signal.SIGTERM)  # RQ's cold stop, in the main thread
 
     # RQ's work loop quits on any Redis error outside its dequeue retry (its heartbeat,
     # its state updates, its maintenance): ride those out instead, so that a Redis
@@ -220,12 +295,15 @@ class Worker(SimpleWorker):
 
     # -- background: renew own lease, recover others' --------------------------
     def _keep(self) -> None:
-        interval = min(1.0, max(0.05, self.lease_ttl / 4))
+        # Often enough to renew leases (a quarter of their TTL) and to fire timers within
+        # a quarter of a second of their time.
+        interval = min(0.25, max(0.05, self.lease_ttl / 4))
         while not self._stop.wait(interval):
             try:
                 holding = self._holding
                 if holding is not None:
                     self.store.hold_leases([holding], self.lease_ttl, renew=True)
+                    self._enforce_stop_timeout()
                 if self.own_queue:
                     self.store.mark_alive(self.own_queue, self.lease_ttl)
                 self.recover()
@@ -265,6 +343,6 @@ class Worker(SimpleWorker):
         log.warning("recovering %s %s: %s", job.func_name, job.args, why)
         # Back to the job's home queue: if it came from a worker's own queue, that worker is gone.
         home = (job.meta or {}).get("durable_home") or job.origin
-        again = Dispatch(job.func_name or "", tuple(job.args), home, description=job.description or "")
+        again = Dispatch(job.func_name or "", tuple(job.args), home, description=job.description or "", front=True)
         self.store.enqueue([again])
         return 1

@@ -63,3 +63,35 @@ def deployable(x: int):
     got = yield durable.wait_signal("go")
     finished_on = yield code_version()
     return path, got, finished_on
+
+
+# -- stopping workers: SIGTERM, stop timeouts, rolling restarts -------------------------------------
+
+
+@durable.activity
+def stubborn(marker: str, seconds: float) -> int:
+    """Takes ``seconds`` the first time it runs, no time after: each run appends its pid to ``marker``."""
+    first = not os.path.exists(marker)
+    with open(marker, "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    if first:
+        time.sleep(seconds)
+    return os.getpid()
+
+
+@durable.workflow
+def stubborn_flow(marker: str, seconds: float):
+    pid = yield stubborn(marker, seconds)
+    return pid
+
+
+@durable.workflow
+def chain(n: int, seconds: float):
+    """``n`` naps one after the other, with a short durable sleep half-way."""
+    total = 0
+    for i in range(n):
+        _, done = yield nap(i, seconds)
+        total += done
+        if i == n // 2:
+            yield durable.sleep(0.3)
+    return total
