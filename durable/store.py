@@ -18,6 +18,7 @@ Shared::
     durable:leases         zset  RQ job id -> lease expiry (jobs in the hands of a live worker)
     durable:sticky         set   workers' own queues (durable-w-<worker>) that may hold jobs
     durable:alive:<queue>  str   present while the worker serving that own queue lives (PX)
+    durable:worker:<name>  hash  a worker's counters (cache hits/misses, jobs), refreshed by it (PX)
 
 Writes to history are compare-and-append: ``commit`` succeeds only if the
 history still has the length the caller replayed, and it records the events,
@@ -207,6 +208,9 @@ class Store(Reads, Upkeep):
 
     def alive_key(self, queue_name: str) -> str:
         return f"{self.prefix}:alive:{queue_name}"
+
+    def worker_stats_key(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}"
 
     @property
     def sticky_key(self) -> str:

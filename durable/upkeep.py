@@ -36,6 +36,7 @@ class Upkeep:
 
         def queue(self, name: str) -> Queue: ...
         def alive_key(self, queue_name: str) -> str: ...
+        def worker_stats_key(self, name: str) -> str: ...
 
     def promote_due(self, queue_names: Iterable[str]) -> int:
         """Move scheduled jobs that are due onto their queues; returns how many moved.
@@ -78,6 +79,21 @@ class Upkeep:
         pipe.set(self.alive_key(queue_name), 1, px=max(1, int(ttl * 1000)))
         pipe.sadd(self.sticky_key, queue_name)
         pipe.execute()
+
+    def put_worker_stats(self, name: str, stats: dict[str, Any], ttl: float) -> None:
+        """Publish a worker's counters (cache hits and misses, jobs run) for ``ttl`` seconds."""
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.hset(self.worker_stats_key(name), mapping={k: str(v) for k, v in stats.items()})
+        pipe.pexpire(self.worker_stats_key(name), max(1, int(ttl * 1000)))
+        pipe.execute()
+
+    def worker_stats(self) -> list[dict[str, str]]:
+        """The counters of every worker that published them lately."""
+        keys = sorted(cast(list[bytes], self.conn.keys(self.worker_stats_key("*"))))
+        pipe = self.conn.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        return [{k.decode(): v.decode() for k, v in raw.items()} for raw in pipe.execute() if raw]
 
     def is_alive(self, queue_name: str) -> bool:
         return bool(self.conn.exists(self.alive_key(queue_name)))

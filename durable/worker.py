@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -53,6 +54,7 @@ STOP_TIMEOUT_ENV = "DURABLE_STOP_TIMEOUT"
 _LAST_RESORT = 10.0  # seconds after the stop timeout: a step that ignored SystemExit is left behind
 DEFAULT_CACHE_SIZE = 1000
 _DURABLE_JOBS = "durable.runtime."
+OWN_QUEUE_PREFIX = "durable-w-"
 
 
 class DurableQueue(Queue):
@@ -91,7 +93,9 @@ class DurableQueue(Queue):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise DequeueTimeout(timeout, ",".join(q.key for q in queues))
-                queue = queues[-1]
+                # Wait where outside work arrives: on the last shared queue. A worker's own
+                # queue gets mostly what its own steps queue there, found by the pass above.
+                queue = next((q for q in reversed(queues) if not q.name.startswith(OWN_QUEUE_PREFIX)), queues[-1])
                 moved = connection.blmove(queue.key, queue.intermediate_queue_key, min(cls.BLOCK_SLICE, remaining))
                 if moved is None:
                     continue
@@ -128,7 +132,7 @@ class Worker(SimpleWorker):
         size = cache_size if cache_size is not None else int(os.environ.get(CACHE_SIZE_ENV, DEFAULT_CACHE_SIZE))
         name = name or uuid.uuid4().hex
         # Its own queue, served first: steps of runs whose generator it keeps are routed here.
-        self.own_queue = f"durable-w-{name}" if size else None
+        self.own_queue = f"{OWN_QUEUE_PREFIX}{name}" if size else None
         listed: list[Any] = [queues] if isinstance(queues, (str, Queue)) else list(queues)
         if self.own_queue:
             listed.insert(0, self.own_queue)
@@ -165,6 +169,7 @@ class Worker(SimpleWorker):
     def leave(self) -> None:
         """Hand back what waits in this worker's own queue (a clean exit: no need to wait
         for its liveness to lapse)."""
+        self._publish_stats()
         if self.own_queue:
             try:
                 self.store.mark_gone(self.own_queue)
@@ -294,11 +299,28 @@ class Worker(SimpleWorker):
                 delay = min(delay * 2, 5.0)
 
     # -- background: renew own lease, recover others' --------------------------
+    def stats(self) -> dict[str, Any]:
+        """This worker's counters, as published in Redis (``Store.worker_stats``)."""
+        return {"name": self.name, "pid": os.getpid(), "host": socket.gethostname(),
+                "queues": ",".join(self.queue_names()), "jobs": self.successful_job_count + self.failed_job_count,
+                "cache_hits": self.cache.hits, "cache_misses": self.cache.misses,
+                "cache_evictions": self.cache.evictions, "cached": len(self.cache), "updated_at": time.time()}
+
+    def _publish_stats(self) -> None:
+        try:
+            self.store.put_worker_stats(self.name, self.stats(), ttl=max(10.0, 3 * self.lease_ttl))
+        except (redis.ConnectionError, redis.TimeoutError):
+            log.debug("could not publish this worker's counters", exc_info=True)
+
     def _keep(self) -> None:
         # Often enough to renew leases (a quarter of their TTL) and to fire timers within
         # a quarter of a second of their time.
         interval = min(0.25, max(0.05, self.lease_ttl / 4))
+        rounds = 0
         while not self._stop.wait(interval):
+            rounds += 1
+            if rounds % 8 == 1:  # every 2 s or so
+                self._publish_stats()
             try:
                 holding = self._holding
                 if holding is not None:

@@ -71,3 +71,14 @@ def test_a_dead_workers_queue_and_timers_go_home(client):
         run_next_job(c, client)
         time.sleep(0.05)
     assert handle.result(timeout=1) == 1
+
+
+def test_workers_publish_their_cache_counters(client):
+    handle = client.start(workflows.long_chain, 5, 0.0)
+    worker = durable.Worker(["durable"], connection=client.conn, cache_size=10)
+    worker.work(burst=True)  # a clean exit publishes them one last time
+    assert handle.result(timeout=1) == sum(range(5))
+    [stats] = client.store.worker_stats()
+    assert stats["name"] == worker.name and int(stats["jobs"]) == worker.successful_job_count
+    assert int(stats["cache_misses"]) == 1 and int(stats["cache_hits"]) == worker.cache.hits >= 5
+    assert client.conn.pttl(client.store.worker_stats_key(worker.name)) > 0  # it goes away with the worker

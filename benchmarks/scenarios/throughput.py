@@ -7,7 +7,9 @@ M × A / wall. Linear scaling would multiply the 1-worker rate by the number of
 workers; the scaling ratio is rate(W) / (W × rate(1)). The CPU the workers,
 redis-server and this process used during each round is recorded too: on a
 2-core machine the per-step CPU cost, not the 20 ms waits, caps how far more
-processes help.
+processes help. Each worker publishes its generator cache counters; the hit
+rate over all of them shows whether wake-ups reach the worker that keeps the
+generator as workers are added.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def run(ctx: Context) -> dict[str, Any]:
     workflows, activities = ctx.size((4, 3), (32, 8))
     ctx.progress.begin(NAME, ctx.reps * len(counts))
     rates: dict[int, Stats] = {count: Stats() for count in counts}
+    hit_rates: dict[int, float] = {}  # generator cache hits / steps, over every worker and round
     busy: dict[int, Stats] = {count: Stats() for count in counts}  # CPU cores busy during a round
     with RedisServer("everysec") as server:
         conn = server.client()
@@ -56,7 +59,9 @@ def run(ctx: Context) -> dict[str, Any]:
                                          f"{busy[count].values[-1]:.2f} cores busy")
             finally:
                 for proc in procs:
-                    stop(proc)
+                    stop(proc)  # SIGTERM: each worker publishes its final counters as it leaves
+            hits, misses = _cache_counters(conn, procs)  # the warm-up round included
+            hit_rates[count] = hits / (hits + misses) if hits + misses else 0.0
         conn.close()
     base = rates[counts[0]].median
     scaling = {count: rates[count].median / (count * base) for count in counts}
@@ -81,12 +86,27 @@ def run(ctx: Context) -> dict[str, Any]:
         peer_figure=f"caps {_cpus() / cpu_per_activity:.0f} activities/s on {_cpus()} CPUs",
         values={str(count): busy[count].to_dict() for count in counts},
     )]
+    rows.append(Row(
+        metric=f"… generator cache hit rate, {' / '.join(str(c) for c in counts)} worker processes "
+               "(steps that found their generator in memory)",
+        durable=" / ".join(f"{hit_rates[c]:.1%}" for c in counts), target="(context: stays high with many workers)",
+        values={str(count): hit_rates[count] for count in counts},
+    ))
     series = {"activities_per_second": {str(c): rates[c].median for c in counts},
               "scaling": {str(c): scaling[c] for c in counts},
               "cores_busy": {str(c): busy[c].median for c in counts}}
     return {"rows": [r.to_dict() for r in rows], "series": {"throughput_vs_workers": series},
             "settings": {"workers": counts, "workflows": workflows, "activities_each": activities,
                          "io_seconds": flows.IO_SECONDS, "cpus": _cpus()}}
+
+
+def _cache_counters(conn: Any, procs: list[Any]) -> tuple[int, int]:
+    """(hits, misses) of the generator caches of these worker processes, as they published them."""
+    from durable.store import Store
+
+    pids = {str(proc.pid) for proc in procs}
+    mine = [s for s in Store(conn).worker_stats() if s.get("pid") in pids]
+    return sum(int(s["cache_hits"]) for s in mine), sum(int(s["cache_misses"]) for s in mine)
 
 
 def _cpus() -> int:
