@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from .records import Meta
 from .replay import Replayer
 
 __all__ = ["CachedRun", "GeneratorCache", "CACHE_SIZE_ENV"]
@@ -28,6 +29,8 @@ class CachedRun:
     run_id: str
     replayer: Replayer
     length: int
+    meta: Meta | None = None  # the meta hash as of the run's last commit by this worker
+    tip: bytes = b""  # history entry ``length - 1`` as stored: a later load checks it is still there
 
 
 class GeneratorCache:

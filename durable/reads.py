@@ -63,23 +63,46 @@ class Reads:
             raw_meta, raw_events = cast(tuple[dict[bytes, bytes], list[bytes]], pipe.execute())
             meta = Meta.decode(workflow_id, raw_meta) if raw_meta else None
             return meta, decode_events(raw_events)
+        meta, events, _ = self.load_run(workflow_id, 0, b"", pack=pack)
+        return meta, events or []
+
+    def load_run(self, workflow_id: str, known: int, tip: bytes, *,
+                 pack: bool = False) -> tuple[Meta | None, list[Event] | None, bytes]:
+        """(meta, the events after the first ``known``, the last entry as stored) in one
+        round trip, for a run whose first ``known`` events a worker holds, ending with
+        the entry ``tip``; ``known`` 0 for a cold load.
+
+        Events None: the history no longer starts the way the worker saw it (writes
+        lost in a failover or an AOF restart, then others wrote other events at those
+        positions), so what it holds is stale and it must load from the start.
+        """
+        if known > 0:
+            pipe = self.conn.pipeline(transaction=False)
+            pipe.hgetall(self.meta_key(workflow_id))
+            pipe.lrange(self.history_key(workflow_id), known - 1, -1)
+            raw_meta, raw = cast(tuple[dict[bytes, bytes], list[bytes]], pipe.execute())
+            meta = Meta.decode(workflow_id, raw_meta) if raw_meta else None
+            if not raw or raw[0] != tip:
+                return meta, None, b""
+            return meta, decode_events(raw[1:]), raw[-1]
         keys = [self.meta_key(workflow_id), self.packed_key(workflow_id), self.history_key(workflow_id)]
-        flat, blocks, tail = cast(list[list[bytes]], self._load_script(keys=keys, args=[PACK_SIZE]))
+        flat, blocks, tail, last = cast(list[Any], self._load_script(keys=keys, args=[PACK_SIZE]))
         if not flat:
-            return None, []
+            return None, [], b""
         meta = Meta.decode(workflow_id, dict(zip(flat[::2], flat[1::2], strict=True)))
         events: list[Event] = []
         for number, block in enumerate(blocks):
             unpacked = unpack_events(block, meta.run_id, number * PACK_SIZE)
             if unpacked is None or len(unpacked) != PACK_SIZE:  # another format or run: read the list
                 self.conn.delete(self.packed_key(workflow_id))
-                return meta, self.history(workflow_id)
+                raw = cast(list[bytes], self.conn.lrange(self.history_key(workflow_id), 0, -1))
+                return meta, decode_events(raw), raw[-1] if raw else b""
             events.extend(unpacked)
         rest = decode_events(tail)
         if pack and len(rest) >= PACK_SIZE:
             self._pack(workflow_id, meta.run_id, len(blocks), rest)
         events.extend(rest)
-        return meta, events
+        return meta, events, cast(bytes, last)
 
     def _pack(self, workflow_id: str, run_id: str, have: int, rest: list[Event]) -> None:
         new = [pack_events(run_id, (have + i) * PACK_SIZE, rest[i * PACK_SIZE:(i + 1) * PACK_SIZE])

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Sequence
 from typing import Any, cast
 
 import cloudpickle
@@ -29,8 +30,8 @@ import cloudpickle
 from .errors import PayloadTooLarge, SerializationError, SignatureError
 from .events import Event, from_dict, to_dict
 
-__all__ = ["dumps", "loads", "encode_event", "decode_event", "decode_events", "pack_events", "unpack_events",
-           "SECRET_ENV", "MAX_PAYLOAD_ENV", "PACK_FORMAT"]
+__all__ = ["dumps", "loads", "encode_event", "encode_events", "decode_event", "decode_events", "pack_events",
+           "unpack_events", "SECRET_ENV", "MAX_PAYLOAD_ENV", "PACK_FORMAT"]
 
 SECRET_ENV = "DURABLE_SECRET"
 MAX_PAYLOAD_ENV = "DURABLE_MAX_PAYLOAD"
@@ -118,6 +119,10 @@ def loads(data: bytes, what: str) -> Any:
 
 def encode_event(event: Event) -> bytes:
     return dumps(to_dict(event), f"the {event.type} event at sequence {event.seq}")
+
+
+def encode_events(events: Sequence[Event]) -> list[bytes]:
+    return [encode_event(event) for event in events]
 
 
 def decode_event(data: bytes) -> Event:

@@ -9,6 +9,7 @@ and the dispatches that wake a workflow where its generator is kept.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random as _random
@@ -46,7 +47,7 @@ from .events import (
 )
 from .registry import resolve
 from .replay import Decision, Replayer
-from .serialization import dumps, loads
+from .serialization import dumps, encode_events, loads
 from .store import TERMINAL, Delivery, Dispatch, Meta, NewRun, NewWorkflow, Store, validate_workflow_id
 
 __all__ = [
@@ -143,6 +144,10 @@ class Step:
         self._held: str | None = None  # why this step could not do everything (shown as "held")
         self._was_held = False
         self._solo = False
+        # Its own outcome is all an activity job brings: with the run cached here, its first
+        # round may skip the load (see _round).
+        self._optimistic = activity is not None
+        self._tip = b""  # the last history entry as stored, that the next commit checks is still last
 
     def run(self) -> None:
         for _ in range(MAX_ROUNDS):
@@ -158,11 +163,28 @@ class Step:
         # A cached run is taken out for the round and put back only after it committed
         # everything: a lost race or an error leaves nothing half-applied to reuse.
         cached = self.cache.take(self.workflow_id, self.run_id) if self.cache is not None else None
-        try:
-            meta, events = self.store.load(self.workflow_id, start=cached.length if cached else 0, pack=True)
-        except (SignatureError, SerializationError) as exc:
-            self._hold(f"cannot read its history: {exc}")
-            return True
+        optimistic = cached is not None and cached.meta is not None and self._optimistic
+        if optimistic:
+            # An activity job on a run this worker holds: skip the load and assume history
+            # is as this worker left it. If it is not (a signal came, another worker moved
+            # on), the commit's compare fails and the next round loads and replays, reusing
+            # the attempt's outcome.
+            assert cached is not None
+            meta: Meta | None = cached.meta
+            events: list[Event] | None = []
+            self._tip = cached.tip
+        else:
+            try:
+                meta, events, self._tip = self.store.load_run(
+                    self.workflow_id, cached.length if cached else 0, cached.tip if cached else b"", pack=True)
+                if events is None:  # history is not what this worker saw (lost writes): start over
+                    cached = None
+                    meta, events, self._tip = self.store.load_run(self.workflow_id, 0, b"", pack=True)
+            except (SignatureError, SerializationError) as exc:
+                self._hold(f"cannot read its history: {exc}")
+                return True
+        assert events is not None
+        self._optimistic = False  # one try per job
         if meta is None or meta.run_id != self.run_id or meta.status in TERMINAL:
             return True  # gone, a newer run, or finished: a stale job has nothing to do
         self._was_held = bool(meta.stuck)
@@ -181,8 +203,14 @@ class Step:
         work = _Round(length=length)
 
         own = self._own_contribution(meta, replayer)
+        if optimistic and own is not None and not own.events:
+            # The cached run does not have this activity open: it is stale (the command was
+            # recorded elsewhere) or the job is a duplicate. Only history can tell: load it.
+            assert self.cache is not None and cached is not None
+            self.cache.put(self.workflow_id, cached)
+            return False
         if own is None:
-            return self._keep(replayer, work.length)
+            return self._keep(replayer, work.length, meta)
         work.events += own.events
         work.dispatch += own.dispatch
         replayer.feed(own.events)
@@ -204,9 +232,10 @@ class Step:
                     own = _worker_state["own"]
                     if own and own != meta.owner:
                         work.meta["owner"] = own  # wake-ups for this run now come here
+                        meta = dataclasses.replace(meta, owner=own)
                     if not self._commit(work, replayer, final=True):
                         return False
-                return self._keep(replayer, work.length + len(work.events))
+                return self._keep(replayer, work.length + len(work.events), meta)
             if decision.kind != "schedule":
                 self._finish(meta, decision, work)
                 return self._commit(work, replayer, final=True)
@@ -230,10 +259,10 @@ class Step:
                     return False
                 work = _Round(length=work.length + len(work.events))
 
-    def _keep(self, replayer: Replayer, length: int) -> bool:
+    def _keep(self, replayer: Replayer, length: int, meta: Meta) -> bool:
         """Park the suspended run for this worker's next step on the workflow."""
         if self.cache is not None:
-            self.cache.put(self.workflow_id, CachedRun(self.run_id, replayer, length))
+            self.cache.put(self.workflow_id, CachedRun(self.run_id, replayer, length, meta, self._tip))
         return True
 
     def _replayer(self, meta: Meta) -> Replayer:
@@ -441,11 +470,14 @@ class Step:
         # The job's last commit also ends its lease (one round trip fewer per job);
         # earlier commits must not, or a crash after them would go unrecovered.
         lease = _worker_state["lease"] if final and work.new_run is None else None
+        encoded = encode_events(work.events)
         won = self.store.commit(
-            self.workflow_id, work.length, work.events, meta=work.meta, dispatch=work.dispatch, notify=work.notify,
-            children=work.children, deliver=work.deliver, new_run=work.new_run, release_lease=lease,
-            run_id=self.run_id,
+            self.workflow_id, work.length, encoded=encoded, meta=work.meta, dispatch=work.dispatch,
+            notify=work.notify, children=work.children, deliver=work.deliver, new_run=work.new_run,
+            release_lease=lease, run_id=self.run_id, tip=self._tip,
         )
+        if won and encoded:
+            self._tip = encoded[-1]
         if won and lease is not None:
             _worker_state["released"] = True
         return won

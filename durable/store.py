@@ -45,7 +45,7 @@ from .errors import WorkflowNotFound
 from .events import Event
 from .reads import PACK_SIZE, Reads
 from .records import Delivery, Dispatch, Meta, NewRun, NewWorkflow, validate_workflow_id
-from .serialization import encode_event
+from .serialization import encode_event, encode_events
 from .upkeep import Upkeep
 
 __all__ = [
@@ -66,22 +66,27 @@ return ids
 
 # KEYS[1] = the workflow's history list, KEYS[2] = its meta hash.
 # ARGV[1] = the history length the caller replayed; ARGV[2] = the run it replayed ('' to not
-# check); ARGV[3] = n, how many keys must not exist (the meta hashes of children about to be
-# created); ARGV[4 .. 3+n] = those keys; then the writes, each as: argc, command, arg1 ..
-# arg(argc-1) (what a MULTI would have held). Applies every write only if history still has
-# that length, belongs to that run (a continue_as_new may have started a new history that
-# reached the same length), and none of those keys exists: a compare-and-append in one round
-# trip. Returns 1 if it wrote, 0 if another writer won.
-# The writes touch keys not declared in KEYS (RQ's job and queue keys), which standalone
-# Redis and Sentinel allow and Redis Cluster does not; RQ does not run on Cluster either.
+# check); ARGV[3] = the last entry it replayed, as its length, ':' and its first 256 bytes ('' to
+# not check; '0:' for an empty history: see _tip_mark); ARGV[4] = n, how many keys must not
+# exist (the meta hashes of children about to be created); ARGV[5 .. 4+n] = those keys; then
+# the writes, each as: argc, command, arg1 .. arg(argc-1) (what a MULTI would have held).
+# Applies every write only if history still has that length, belongs to that run (a
+# continue_as_new may have started a new history that reached the same length), still ends
+# with that entry (writes lost in a failover or an AOF restart, then regrown to the same length
+# by others, are a different history), and none of those keys exists: a compare-and-append in
+# one round trip. Returns 1 if it wrote, 0 if another writer won.
 _COMMIT = """
 if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[1]) then return 0 end
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[2], 'run_id') ~= ARGV[2] then return 0 end
-local n = tonumber(ARGV[3])
-for i = 4, 3 + n do
+if ARGV[3] ~= '' then
+  local last = redis.call('LINDEX', KEYS[1], -1) or ''
+  if #last .. ':' .. string.sub(last, 1, 256) ~= ARGV[3] then return 0 end
+end
+local n = tonumber(ARGV[4])
+for i = 5, 4 + n do
   if redis.call('EXISTS', ARGV[i]) == 1 then return 0 end
 end
-local i = 4 + n
+local i = 5 + n
 while i <= #ARGV do
   local argc = tonumber(ARGV[i])
   redis.call(unpack(ARGV, i + 1, i + argc))
@@ -131,10 +136,12 @@ return moved
 """
 
 # KEYS[1] = meta hash, KEYS[2] = packed blocks, KEYS[3] = history; ARGV[1] = events per block.
-# A cold load in one round trip: the meta, every packed block, and the history entries after them.
+# A cold load in one round trip: the meta, every packed block, the history entries after them,
+# and the last entry as stored (what the next commit's compare checks the history still ends with).
 _LOAD = """
 local blocks = redis.call('LRANGE', KEYS[2], 0, -1)
-return {redis.call('HGETALL', KEYS[1]), blocks, redis.call('LRANGE', KEYS[3], #blocks * tonumber(ARGV[1]), -1)}
+local tail = redis.call('LRANGE', KEYS[3], #blocks * tonumber(ARGV[1]), -1)
+return {redis.call('HGETALL', KEYS[1]), blocks, tail, redis.call('LINDEX', KEYS[3], -1) or ''}
 """
 
 # KEYS[1] = packed blocks, KEYS[2] = history, KEYS[3] = meta; ARGV[1] = how many blocks the caller
@@ -150,6 +157,15 @@ return 1
 """
 
 _RPUSH_CHUNK = 500  # events per RPUSH: keeps each command far below Lua's unpack limit
+
+
+def _tip_mark(entry: bytes) -> bytes:
+    """What the commit script compares the history's last entry with: its length and first
+    256 bytes. Most entries are shorter and compared whole; a longer one starts with its
+    HMAC (signed) or with its sequence number and write time, so an entry rewritten at the
+    same position by another writer (after lost writes) does not match. (Cheaper than a
+    digest, and redis.sha1hex is missing from fakeredis.)"""
+    return str(len(entry)).encode() + b":" + entry[:256]
 
 
 def _mapping(fields: dict[str, Any]) -> Any:
@@ -258,6 +274,8 @@ class Store(Reads, Upkeep):
         new_run: NewRun | None = None,
         release_lease: str | None = None,
         run_id: str = "",
+        tip: bytes | None = None,
+        encoded: Sequence[bytes] | None = None,
     ) -> bool:
         """Append ``events`` if history still has ``expected_length`` events, atomically with
         the meta update, the jobs to enqueue, the children to create, the events to deliver
@@ -266,14 +284,16 @@ class Store(Reads, Upkeep):
         Returns False, having written nothing, when another writer got there first
         (or a child id to create exists by now: the caller's next replay sees it).
         ``release_lease`` ends that job's lease in the same write (its last commit).
-        ``run_id``, when given, must still be the workflow's run, or nothing is written.
+        ``run_id``, when given, must still be the workflow's run, and ``tip``, when given,
+        the history's last entry (b"" for none), or nothing is written. ``encoded``: the
+        events already encoded (by ``encode_events``), so the caller knows the new tip.
         Raises ``SerializationError`` (writing nothing) when an event cannot be encoded.
         """
-        encoded = [encode_event(event) for event in events]
+        encoded = list(encoded) if encoded is not None else encode_events(events)
         delivered = [(item, encode_event(item.event)) for item in deliver]
         if new_run is not None:
             return self._commit_watched(workflow_id, expected_length, encoded, meta, dispatch, notify, children,
-                                        delivered, new_run, run_id)
+                                        delivered, new_run, run_id, tip)
         # The common case in one round trip: buffer the writes as a MULTI would hold them
         # (RQ's enqueue included, through its pipeline= API), then let the commit script
         # apply them only if the compare holds.
@@ -282,7 +302,8 @@ class Store(Reads, Upkeep):
         self._writes(pipe, workflow_id, encoded, meta, dispatch, notify, children, delivered)
         if release_lease is not None:
             pipe.zrem(self.leases_key, release_lease)
-        argv: list[Any] = [expected_length, run_id, len(children), *(self.meta_key(c.workflow_id) for c in children)]
+        argv: list[Any] = [expected_length, run_id, "" if tip is None else _tip_mark(tip),
+                           len(children), *(self.meta_key(c.workflow_id) for c in children)]
         for args, _options in pipe.command_stack:
             argv.append(len(args))
             argv.extend(args)
@@ -328,6 +349,7 @@ class Store(Reads, Upkeep):
         delivered: list[tuple[Delivery, bytes]],
         new_run: NewRun,
         run_id: str = "",
+        tip: bytes | None = None,
     ) -> bool:
         """The rare ``continue_as_new`` commit, which must read the kept runs first: WATCH/MULTI."""
         history_key = self.history_key(workflow_id)
@@ -336,7 +358,8 @@ class Store(Reads, Upkeep):
                 pipe.watch(history_key, self.runs_key(workflow_id))
                 # a new run renames the (watched) history, so the run read here cannot change unseen
                 stale_run = run_id and pipe.hget(self.meta_key(workflow_id), "run_id") != run_id.encode()
-                if pipe.llen(history_key) != expected_length or stale_run:
+                stale_tip = tip is not None and (pipe.lindex(history_key, -1) or b"") != tip
+                if pipe.llen(history_key) != expected_length or stale_run or stale_tip:
                     pipe.unwatch()
                     return False
                 runs = cast(list[bytes], pipe.lrange(self.runs_key(workflow_id), 0, -1))

@@ -367,3 +367,12 @@ def calls_missing_activity():
 
     value = yield ActivityCall("not_deployed_yet:handler", (1,), {}, ActivityOptions())
     return value
+
+
+@durable.workflow
+def add_then_signal():
+    """An activity, then a signal's payload added to its result."""
+    first = yield add(1, 2)
+    extra = yield durable.wait_signal("go")
+    total = yield add(first, extra)
+    return total

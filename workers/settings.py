@@ -74,6 +74,8 @@ def load(environ: Mapping[str, str]) -> Settings:
     # Read by durable itself, with float() and int() (durable/worker.py, cache.py, serialization.py,
     # runtime.py): accept what those accept, reject what they would crash on or misread.
     _number(environ, "DURABLE_LEASE_TTL", float, "a number of seconds above 0", lambda v: math.isfinite(v) and v > 0)
+    _number(environ, "DURABLE_STOP_TIMEOUT", float, "a number of seconds >= 0",
+            lambda v: math.isfinite(v) and v >= 0)
     _number(environ, "DURABLE_CACHE_SIZE", int, "a whole number >= 0 (0 turns the cache off)", lambda v: v >= 0)
     _number(environ, "DURABLE_KEEP_RUNS", int, "a whole number >= 0 of earlier runs to keep", lambda v: v >= 0)
     if environ.get("DURABLE_MAX_PAYLOAD", "") != "":  # durable reads an empty one as the default
