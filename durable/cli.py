@@ -94,7 +94,8 @@ def _positive(text: str) -> int:
 
 def _import_modules(modules: Sequence[str]) -> None:
     """Make the working directory importable (like ``python -m``) and import ``--import`` modules."""
-    sys.path.insert(0, os.getcwd())
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for module in modules:
         try:
             importlib.import_module(module)

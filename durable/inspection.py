@@ -17,7 +17,7 @@ from collections.abc import Generator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from . import clock
+from . import clock, timeline
 from .commands import ActivityCall, AllOf, AnyOf, Command, RecordValue, StartChild, StartTimer, WaitSignal
 from .display import call_text, short, span, when
 from .events import ActivityRetrying, ErrorInfo, Event
@@ -25,7 +25,6 @@ from .registry import resolve
 from .replay import Replayer
 from .serialization import loads
 from .store import TERMINAL, Store
-from .timeline import short_error
 
 __all__ = ["Frame", "Waiting", "Inspection", "inspect_workflow", "render"]
 
@@ -110,7 +109,11 @@ def inspect_workflow(store: Store, workflow_id: str) -> Inspection:
     if command is None or gen is None:
         return replace(base, outcome=_outcome(decision.kind, decision.result, decision.error))
     frames = [_frame(f) for f in _stack(gen)]
-    waiting = [_waiting(store, seq, leaf, history) for seq, leaf in leaves]
+    # Which signal waits of an all_of already got their signal: history does not say, the timeline's
+    # pairing does (exactly, while the composite is still pending: no race among them was decided).
+    signalled = {e.seq for e in timeline.build(history, started_at=0.0, call="", name="")
+                 if e.kind == "signal_wait" and e.state in ("received", "timed_out")}
+    waiting = [_waiting(store, seq, leaf, history, seq in signalled) for seq, leaf in leaves]
     return replace(base, frames=frames, waiting_on=describe(command), waiting=waiting)
 
 
@@ -155,7 +158,7 @@ def describe(command: Command) -> str:
     return f"{command.kind} {command.name}"
 
 
-def _waiting(store: Store, seq: int, command: Command, history: list[Event]) -> Waiting:
+def _waiting(store: Store, seq: int, command: Command, history: list[Event], signalled: bool) -> Waiting:
     """What history says about leaf ``seq``: recorded when, answered or not, retries, deadlines."""
     recorded = answer = None
     retries: list[ActivityRetrying] = []
@@ -171,6 +174,8 @@ def _waiting(store: Store, seq: int, command: Command, history: list[Event]) -> 
     text = describe(command)
     if recorded is None:
         return Waiting(seq, text, command.name, "new", None, "not recorded yet: the next step records and starts it")
+    if signalled:
+        return Waiting(seq, text, command.name, "answered", recorded.time, "answered by a signal or its timeout")
     if answer is not None and not isinstance(command, WaitSignal):
         return Waiting(seq, text, command.name, "answered", recorded.time, f"answered by {answer.type}")
     now = clock.now()
@@ -190,7 +195,7 @@ def _waiting(store: Store, seq: int, command: Command, history: list[Event]) -> 
         case ActivityCall() if retries:
             last = retries[-1]
             info = ErrorInfo.from_dict(last.error)
-            detail += f", attempt {last.attempt} failed ({short_error(info.type, info.message, 60)})"
+            detail += f", attempt {last.attempt} failed ({timeline.short_error(info.type, info.message, 60)})"
             if last.retry_at > now:
                 detail += f", retry at {when(last.retry_at)}"
     return Waiting(seq, text, command.name, "waiting", recorded.time, detail)
@@ -206,7 +211,8 @@ def _outcome(kind: str, result: Any, error: ErrorInfo | None) -> str:
     if kind == "continue":
         return "continued as new"
     if error is not None:
-        return ("cancelled: " if kind == "cancelled" else "raised ") + short_error(error.type, error.message, 100)
+        prefix = "cancelled: " if kind == "cancelled" else "raised "
+        return prefix + timeline.short_error(error.type, error.message, 100)
     return kind
 
 

@@ -46,7 +46,7 @@ from .events import (
     WorkflowFailedEvent,
 )
 
-__all__ = ["Entry", "build", "render"]
+__all__ = ["Entry", "build", "render", "short_error"]
 
 # Entry.state values: ok, failed, fired, received, timed_out (answered); open (no answer in history:
 # shown as "(waiting)", or "(abandoned)" once history shows the workflow past it: a race lost, a

@@ -252,6 +252,18 @@ def test_inspect_a_race_a_child_and_a_workflow_not_stepped_yet(env, run):
     assert fresh["frames"][-1]["lineno"] == marked("timer") - 3  # total = yield add(items, 10)
 
 
+def test_inspect_an_all_of_half_answered(env, run):
+    handle = env.start(workflows.approvals, workflow_id="votes")
+    env.advance(1)
+    env.signal(handle, "alice", "yes")
+    env.advance(1)
+    report = json.loads(run("inspect", "votes", "--json")[1])
+    assert report["frames"][-1]["lineno"] == marked("all_of")
+    assert report["waiting_on"] == "all_of(wait_signal('alice'), wait_signal('bob'))"
+    assert [(w["seq"], w["name"], w["state"]) for w in report["waiting"]] == [
+        (0, "alice", "answered"), (1, "bob", "waiting")]
+
+
 def test_inspect_a_finished_workflow(env, run):
     env.run(env.start(workflows.arithmetic, 1, workflow_id="done"))
     env.start(workflows.fails, workflow_id="broke")

@@ -399,3 +399,9 @@ def uses_helper(target: str):
     prepared = yield add(1, 2)
     attempts = yield from _poll(target, 3)  # inspect: caller
     return prepared, attempts
+
+
+@durable.workflow
+def approvals():
+    votes = yield durable.all_of(durable.wait_signal("alice"), durable.wait_signal("bob"))  # inspect: all_of
+    return votes
