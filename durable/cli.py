@@ -1,14 +1,19 @@
 """The ``durable`` command: run workers and look at workflows from the shell.
 
 Every subcommand takes ``--url`` (default ``$DURABLE_REDIS_URL``, else the
-embedded Redis under ``./.durable/``). Errors are one line on stderr and a
-non-zero exit.
+embedded Redis under ``./.durable/``). Output is for people by default and
+JSON with ``--json`` (every command that reads something, and the
+acknowledgements of ``signal`` and ``cancel``), so scripts never parse the
+human text. Errors are one line on stderr, ``durable: ...``, and a non-zero
+exit: 1 a replay mismatch, 2 anything else (unknown id, bad arguments, code or
+Redis out of reach), 3 a failed workflow's result. docs/cli.md has the details.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fnmatch
 import importlib
 import json
 import logging
@@ -17,40 +22,89 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 
-from . import demo
+from . import demo, inspection, timeline
 from .check import replay_many
-from .client import DEFAULT_QUEUE, Client
-from .errors import DurableError, WorkflowFailed
+from .client import DEFAULT_QUEUE, Client, WorkflowHandle
+from .display import call_text, short, table, when
+from .errors import DurableError, NonDeterminismError, WorkflowFailed
+from .records import Meta
 from .registry import Workflow, resolve
+from .serialization import loads
+from .store import TERMINAL
 from .worker import Worker
 
 __all__ = ["main"]
 
+STATUSES = frozenset({"running", *TERMINAL})
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a usage error already printed on one line (2)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return int(args.func(args) or 0)
-    except WorkflowFailed as exc:
-        print(f"durable: {exc}", file=sys.stderr)
-        return 3
+    except WorkflowFailed as exc:  # its str() ends with the worker's traceback: `result --json` prints that
+        return _fail(f"workflow {exc.workflow_id!r} failed: {exc.error_type}: {exc.message}", 3)
+    except NonDeterminismError as exc:  # the code here no longer replays the history: like `replay`, 1
+        return _fail(str(exc), 1)
     except (DurableError, ValueError, TypeError, ImportError, TimeoutError) as exc:
-        print(f"durable: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), 2)
     except redis.ConnectionError as exc:
-        print(f"durable: cannot reach Redis ({exc}); check --url or $DURABLE_REDIS_URL", file=sys.stderr)
-        return 2
+        return _fail(f"cannot reach Redis ({exc}); check --url or $DURABLE_REDIS_URL", 2)
+    except redis.RedisError as exc:
+        return _fail(f"Redis answered with an error: {type(exc).__name__}: {exc}", 2)
+    except OSError as exc:  # e.g. the embedded Redis cannot start in this directory
+        return _fail(f"{type(exc).__name__}: {exc}", 2)
     except KeyboardInterrupt:
         return 130
 
 
+def _fail(message: str, code: int) -> int:
+    print(f"durable: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever the message holds
+    return code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``durable list: error: ...``) like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _json(p: argparse.ArgumentParser, what: str = "machine-readable output") -> None:
+    p.add_argument("--json", action="store_true", help=f"print {what}")
+
+
+def _imports(p: argparse.ArgumentParser, help: str = "import MODULE first (where your workflows live)") -> None:
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE", help=help)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _import_modules(modules: Sequence[str]) -> None:
+    """Make the working directory importable (like ``python -m``) and import ``--import`` modules."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ImportError(f"cannot import {module!r} (--import): {exc}") from exc
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="durable", description="Crash-proof Python workflows on Redis and RQ.")
+    parser = _Parser(prog="durable", description="Crash-proof Python workflows on Redis and RQ.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
@@ -62,8 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", "-q", action="append", help=f"queue to serve (repeatable; default {DEFAULT_QUEUE})")
     p.add_argument("-n", "--processes", type=int, default=1, help="number of worker processes (default 1)")
     p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
-    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                   help="import MODULE first (where your workflows and activities live)")
+    _imports(p, "import MODULE first (where your workflows and activities live)")
     p.add_argument("--lease-ttl", type=float, default=None,
                    help="seconds before a dead worker's step is taken over (default $DURABLE_LEASE_TTL or 10)")
     p.add_argument("--stop-timeout", type=float, default=None,
@@ -89,43 +142,58 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_start)
 
     p = command("status", "show a workflow's status")
-    p.add_argument("workflow_id")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("workflow_id", metavar="ID")
+    _json(p)
     p.set_defaults(func=_status)
 
-    p = command("result", "wait for a workflow's result and print it")
-    p.add_argument("workflow_id")
-    p.add_argument("--timeout", type=float, default=None)
-    p.add_argument("--json", action="store_true")
+    p = command("result", "wait for a workflow's result and print it (exit 3 if it failed)")
+    p.add_argument("workflow_id", metavar="ID")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    _json(p)
     p.set_defaults(func=_result)
 
-    p = command("history", "print a workflow's history")
-    p.add_argument("workflow_id")
-    p.add_argument("--json", action="store_true")
+    p = command("history", "show a workflow's history as a timeline: one line per command")
+    p.add_argument("workflow_id", metavar="ID")
+    p.add_argument("--iso", action="store_true", help="absolute local times instead of the time since the start")
+    p.add_argument("--events", action="store_true", help="one line per raw history event instead")
+    p.add_argument("--timeline", action="store_true", help="with --json: the timeline instead of the raw events")
+    _imports(p, "import MODULE first (to decode payloads of your own classes)")
+    _json(p, "the raw events, as handle.history() returns them (with --timeline: the timeline)")
     p.set_defaults(func=_history)
 
     p = command("signal", "send a signal to a running workflow")
-    p.add_argument("workflow_id")
+    p.add_argument("workflow_id", metavar="ID")
     p.add_argument("name")
     p.add_argument("payload", nargs="?", default=None, help="JSON (a plain word is taken as a string)")
+    _json(p, "an acknowledgement as JSON")
     p.set_defaults(func=_signal)
 
     p = command("cancel", "cancel a running workflow (and its running children)")
-    p.add_argument("workflow_id")
+    p.add_argument("workflow_id", metavar="ID")
+    _json(p, "an acknowledgement as JSON")
     p.set_defaults(func=_cancel)
 
     p = command("replay", "replay stored histories against the current code (a deploy gate: exit 1 on a mismatch)")
     p.add_argument("workflow_ids", nargs="*", metavar="ID")
     p.add_argument("--all", action="store_true", help="every running workflow")
     p.add_argument("--finished", action="store_true", help="with --all: ended workflows too")
-    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                   help="import MODULE first (where your workflows live)")
-    p.add_argument("--json", action="store_true")
+    _imports(p)
+    _json(p)
     p.set_defaults(func=_replay)
 
-    p = command("list", "list workflows")
-    p.add_argument("--status", default=None)
-    p.add_argument("--json", action="store_true")
+    p = command("inspect", "replay a workflow (running no activity, writing nothing) and show the line its "
+                           "generator is suspended at, its local variables and what it waits on")
+    p.add_argument("workflow_id", metavar="ID")
+    _imports(p)
+    _json(p)
+    p.set_defaults(func=_inspect)
+
+    p = command("list", "list workflows, oldest first")
+    p.add_argument("--status", choices=sorted(STATUSES), default=None)
+    p.add_argument("--name", default=None, metavar="NAME",
+                   help="only workflows with this name or import path (shell wildcards allowed: 'pr_*')")
+    p.add_argument("--limit", type=_positive, default=None, metavar="N", help="only the N newest that match")
+    _json(p)
     p.set_defaults(func=_list)
     return parser
 
@@ -136,9 +204,7 @@ def _worker(args: argparse.Namespace) -> int:
     if args.processes > 1:
         return _worker_pool(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    sys.path.insert(0, os.getcwd())
-    for module in args.imports:
-        importlib.import_module(module)
+    _import_modules(args.imports)
     client = Client(args.url)
     worker = Worker(args.queue or [DEFAULT_QUEUE], connection=client.conn, lease_ttl=args.lease_ttl,
                     stop_timeout=args.stop_timeout)
@@ -209,64 +275,117 @@ def _start(args: argparse.Namespace) -> int:
     )
     print(handle.id)
     if args.wait is not None:
-        print(_show(handle.result(timeout=args.wait)))
+        print(short(handle.result(timeout=args.wait)))
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     info = Client(args.url).get(args.workflow_id).describe()
     if args.json:
-        print(json.dumps(info))
-    else:
-        line = f"{info['workflow_id']}  {info['status']}  {info['name']}  queue={info['queue']}"
-        if info["held"]:
-            line += f"\n  held: {info['held']}"
-        print(line)
+        print(json.dumps(info, default=repr))
+        return 0
+    print(f"{info['workflow_id']}  {info['name']}  {info['status']}")
+    fields = [
+        ("workflow", info["path"]), ("queue", info["queue"]), ("run", info["run_id"]),
+        ("started", when(info["created_at"])), ("updated", when(info["updated_at"])),
+        ("custom", None if info["custom_status"] is None else short(info["custom_status"])),
+        ("parent", info["parent"]), ("children", ", ".join(info["children"]) or None),
+        ("earlier runs", len(info["archived_runs"]) or None),
+        ("cancel", "requested" if info["cancel_requested"] and info["status"] == "running" else None),
+        ("held", info["held"]),
+    ]
+    for label, value in fields:
+        if value not in (None, ""):
+            print(f"  {label:<13}{value}")
     return 0
 
 
 def _result(args: argparse.Namespace) -> int:
-    value = Client(args.url).get(args.workflow_id).result(timeout=args.timeout)
-    print(json.dumps(value, default=repr) if args.json else _show(value))
+    try:
+        value = Client(args.url).get(args.workflow_id).result(timeout=args.timeout)
+    except WorkflowFailed as exc:
+        if args.json:  # scripts get the error as data, traceback included (and exit 3 all the same)
+            print(json.dumps({"workflow_id": exc.workflow_id, "status": "failed", "error": {
+                "type": exc.error_type, "message": exc.message, "traceback": exc.traceback}}))
+        raise
+    print(json.dumps(value, default=repr) if args.json else short(value, 10_000))
     return 0
 
 
 def _history(args: argparse.Namespace) -> int:
-    entries = Client(args.url).get(args.workflow_id).history()
-    if args.json:
-        print(json.dumps(entries, default=repr))
+    _import_modules(args.imports)
+    client = Client(args.url)
+    if args.json and not args.timeline:  # the raw events: what --json printed before the timeline existed
+        print(json.dumps(client.get(args.workflow_id).history(), default=repr))
         return 0
-    for entry in entries:
-        when = dt.datetime.fromtimestamp(entry["time"]).strftime("%H:%M:%S.%f")[:-3]
-        seq = "" if entry["seq"] < 0 else entry["seq"]
-        rest = {k: v for k, v in entry.items() if k not in ("index", "type", "seq", "time") and v not in (None, {}, ())}
-        summary = " ".join(f"{k}={_show(v)}" for k, v in rest.items() if k != "traceback")
-        print(f"{entry['index']:>4}  {when}  {seq!s:>4}  {entry['type']:<20} {summary}")
+    if args.events:
+        print("\n".join(_event_line(event) for event in client.get(args.workflow_id).history()))
+        return 0
+    meta, events = client.store.load(args.workflow_id)  # meta and history of one run, in one read
+    if meta is None:
+        meta = client.store.meta(args.workflow_id)  # WorkflowNotFound
+    started_at = meta.run_started_at or meta.created_at
+    entries = timeline.build(events, started_at=started_at, call=_call(meta), name=meta.name, run_id=meta.run_id)
+    if args.json:
+        print(json.dumps({"workflow_id": meta.workflow_id, "name": meta.name, "status": meta.status,
+                          "run_id": meta.run_id, "started_at": started_at, "events": len(events),
+                          "timeline": [e.as_dict() for e in entries]}, default=repr))
+        return 0
+    print(f"{meta.workflow_id}  {meta.name}  {meta.status}  started {when(started_at)}  "
+          f"({len(events)} events, run {meta.run_id[:12]})")
+    if meta.stuck:
+        print(f"  held: {meta.stuck}")
+    print("\n".join(timeline.render(entries, origin=started_at, iso=args.iso)))
     return 0
+
+
+def _call(meta: Meta) -> str:
+    """How the run was called, for the timeline's first line; unreadable arguments do not stop it."""
+    try:
+        args, kwargs = loads(meta.input, f"the arguments of workflow {meta.workflow_id}")
+    except DurableError as exc:
+        return f"{meta.name}(<arguments not readable here: {type(exc).__name__}>)"
+    return call_text(meta.name, args, kwargs)
+
+
+def _event_line(entry: dict[str, Any]) -> str:
+    """One raw event on one line (``history --events``)."""
+    moment = dt.datetime.fromtimestamp(entry["time"]).strftime("%H:%M:%S.%f")[:-3]
+    seq = "" if entry["seq"] < 0 else entry["seq"]
+    rest = {k: v for k, v in entry.items() if k not in ("index", "type", "seq", "time") and v not in (None, {}, ())}
+    summary = " ".join(f"{k}={short(v)}" for k, v in rest.items() if k != "traceback")
+    return f"{entry['index']:>4}  {moment}  {seq!s:>4}  {entry['type']:<20} {summary}"
 
 
 def _signal(args: argparse.Namespace) -> int:
     payload = None if args.payload is None else _parse_arg(args.payload)
-    Client(args.url).signal(args.workflow_id, args.name, payload)
-    print(f"signal {args.name!r} sent to {args.workflow_id}")
+    client = Client(args.url)
+    client.get(args.workflow_id)  # an unknown id: the error that says how to find the right one
+    client.signal(args.workflow_id, args.name, payload)
+    if args.json:
+        print(json.dumps({"workflow_id": args.workflow_id, "signal": args.name, "payload": payload, "sent": True}))
+    else:
+        print(f"signal {args.name!r} sent to {args.workflow_id}")
     return 0
 
 
 def _cancel(args: argparse.Namespace) -> int:
     client = Client(args.url)
-    if client.cancel(args.workflow_id):
+    asked = client.cancel(args.workflow_id)
+    status = str(client.get(args.workflow_id).status())
+    if args.json:
+        print(json.dumps({"workflow_id": args.workflow_id, "cancel_requested": asked, "status": status}))
+    elif asked:
         print(f"cancellation requested for {args.workflow_id}")
     else:
-        print(f"{args.workflow_id} is {client.get(args.workflow_id).status()}: nothing to cancel")
+        print(f"{args.workflow_id} is {status}: nothing to cancel")
     return 0
 
 
 def _replay(args: argparse.Namespace) -> int:
     if bool(args.workflow_ids) == bool(args.all):
         raise ValueError("name workflow ids, or pass --all (not both)")
-    sys.path.insert(0, os.getcwd())
-    for module in args.imports:
-        importlib.import_module(module)
+    _import_modules(args.imports)
     store = Client(args.url).store
     reports = replay_many(store, args.workflow_ids or None, finished=args.finished)
     bad = [r for r in reports if not r.ok]
@@ -283,17 +402,45 @@ def _replay(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def _list(args: argparse.Namespace) -> int:
-    client = Client(args.url)
-    rows = [h.describe() for h in client.list(status=args.status)]
-    if args.json:
-        print(json.dumps(rows))
-        return 0
-    for row in rows:
-        print(f"{row['workflow_id']:<30} {row['status']:<10} {row['name']}")
+def _inspect(args: argparse.Namespace) -> int:
+    _import_modules(args.imports)
+    report = inspection.inspect_workflow(Client(args.url).store, args.workflow_id)
+    print(json.dumps(report.as_dict()) if args.json else "\n".join(inspection.render(report)))
     return 0
 
 
-def _show(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _list(args: argparse.Namespace) -> int:
+    client = Client(args.url)
+    store = client.store
+    ids = store.workflow_ids()  # oldest first
+    if args.status is not None:
+        ids = [i for i, s in zip(ids, store.statuses(ids), strict=True) if s == args.status]
+    if args.limit is not None and args.name is None:
+        ids = ids[-args.limit:]  # no need to read the metas of the rest
+    metas = [m for m in store.metas(ids) if m is not None and _named(m, args.name)]
+    if args.limit is not None:
+        metas = metas[-args.limit:]
+    if args.json:
+        print(json.dumps([WorkflowHandle(client, m.workflow_id).describe() for m in metas], default=repr))
+        return 0
+    if not metas:
+        print("no workflows" + (" match" if args.status or args.name else ""))
+        return 0
+    rows = [[m.workflow_id, m.name, m.status + (" (held)" if m.stuck else ""), when(m.created_at),
+             when(m.updated_at), _custom_text(m)] for m in metas]
+    print("\n".join(table(["ID", "NAME", "STATUS", "STARTED", "UPDATED", "CUSTOM STATUS"], rows)))
+    return 0
+
+
+def _named(meta: Meta, pattern: str | None) -> bool:
+    """Whether the workflow's name or import path matches ``--name`` (exactly, or as a wildcard)."""
+    return pattern is None or any(fnmatch.fnmatchcase(text, pattern) for text in (meta.name, meta.path))
+
+
+def _custom_text(meta: Meta) -> str:
+    if meta.custom is None:
+        return ""
+    try:
+        return short(loads(meta.custom, "the custom status"), 40)
+    except DurableError as exc:  # one unreadable value must not hide the whole listing
+        return f"<unreadable: {type(exc).__name__}>"

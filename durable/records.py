@@ -93,6 +93,7 @@ class Meta:
     parent_seq: int = -1
     parent_queue: str = ""
     owner: str = ""  # the own queue of the worker that keeps this run's generator
+    run_started_at: float = 0.0  # set by continue_as_new: when the current run began (else created_at)
 
     @classmethod
     def decode(cls, workflow_id: str, raw: dict[bytes, bytes]) -> Meta:
@@ -120,4 +121,5 @@ class Meta:
             parent_seq=int(text("parent_seq", "-1")),
             parent_queue=text("parent_queue"),
             owner=text("owner"),
+            run_started_at=float(text("run_started_at", "0")),
         )

@@ -139,6 +139,22 @@ class Replayer:
         """The last value workflow code passed to ``durable.set_status``."""
         return self._state.custom_status
 
+    @property
+    def generator(self) -> Generator[Any, Any, Any] | None:
+        """The workflow's generator (None before the first ``step``), so that ``durable inspect``
+        can read its suspended frame. Read it only: resuming it would desynchronise the replay."""
+        return self._gen
+
+    @property
+    def pending(self) -> tuple[Command | None, tuple[tuple[int, Command], ...]]:
+        """What the generator is suspended on after ``step``: the command it yielded and that
+        command's leaves as ``(seq, command)`` pairs (several for ``all_of``/``any_of``);
+        ``(None, ())`` before the first step and once the run has ended."""
+        node = self._pending
+        if node is None or self._outcome is not None:
+            return None, ()
+        return node.command, tuple((leaf.seq, leaf.command) for leaf in node.leaves())
+
     def feed(self, events: Iterable[Event]) -> None:
         """Add history events, in history order, after those already fed."""
         scheduled, answers, opened = self._scheduled, self._answers, self._open

@@ -31,14 +31,18 @@ def test_start_status_result_history_list(run, client):
     assert code == 0 and "completed" in out and "arithmetic" in out
     assert json.loads(run("status", "c1", "--json")[1])["status"] == "completed"
     assert run("result", "c1") == (0, "104\n", "")
-    code, out, _ = run("history", "c1")
+    code, out, _ = run("history", "c1")  # a timeline: header, column titles, started, 3 commands, completed
     lines = out.strip().splitlines()
     assert code == 0 and len(lines) == 7
-    assert "activity_scheduled" in lines[0] and "tests.workflows:add" in lines[0]
+    assert lines[0].startswith("c1  arithmetic  completed") and "started arithmetic(1)" in lines[2]
+    assert "add(1, 1)" in lines[3] and lines[3].endswith(" 2") and "double(2) [inline]" in lines[4]
+    assert "completed" in lines[-1] and lines[-1].endswith(" 104")
+    lines = run("history", "c1", "--events")[1].strip().splitlines()  # one line per raw event
+    assert len(lines) == 7 and "activity_scheduled" in lines[0] and "tests.workflows:add" in lines[0]
     assert "workflow_completed" in lines[-1]
     assert len(json.loads(run("history", "c1", "--json")[1])) == 7
     code, out, _ = run("list", "--status", "completed")
-    assert code == 0 and out.split()[0] == "c1"
+    assert code == 0 and out.splitlines()[0].split()[0] == "ID" and out.splitlines()[1].split()[0] == "c1"
 
 
 def test_dotted_path_and_kwargs(run, client):

@@ -376,3 +376,41 @@ def add_then_signal():
     extra = yield durable.wait_signal("go")
     total = yield add(first, extra)
     return total
+
+
+# -- for durable inspect / history (tests/test_cli_operator.py finds lines by their "# inspect:" marks) -------------
+
+
+@durable.workflow
+def inspected(order: str, items: int):
+    total = yield add(items, 10)
+    note = f"order {order}: {total}"
+    durable.set_status({"stage": "sleeping"})
+    yield durable.sleep(3600)  # inspect: timer
+    durable.set_status({"stage": "approval"})
+    reply = yield durable.wait_signal("approve", timeout=600)  # inspect: signal
+    return note, reply
+
+
+def _poll(target: str, tries: int):
+    """A plain generator helper a workflow delegates to with ``yield from``."""
+    seen = []
+    for attempt in range(tries):
+        status = yield durable.wait_signal(f"{target}-status")  # inspect: helper
+        seen.append(status)
+        if status == "done":
+            return attempt
+    return -1
+
+
+@durable.workflow
+def uses_helper(target: str):
+    prepared = yield add(1, 2)
+    attempts = yield from _poll(target, 3)  # inspect: caller
+    return prepared, attempts
+
+
+@durable.workflow
+def approvals():
+    votes = yield durable.all_of(durable.wait_signal("alice"), durable.wait_signal("bob"))  # inspect: all_of
+    return votes
