@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+from redis.sentinel import MasterNotFoundError
 
 from . import demo
 from .check import replay_many
@@ -41,6 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     except (DurableError, ValueError, TypeError, ImportError, TimeoutError) as exc:
         print(f"durable: {exc}", file=sys.stderr)
+        return 2
+    except MasterNotFoundError as exc:  # its message ends in a long repr of every Sentinel client
+        print(f"durable: no Sentinel named a primary ({str(exc).partition(' : ')[0]}); check that the Sentinels "
+              "run and monitor that service, and --url or $DURABLE_REDIS_URL", file=sys.stderr)
+        return 2
+    except redis.AuthenticationError as exc:  # a ConnectionError too, but reachable: say what is wrong
+        print(f"durable: Redis refused the credentials ({exc}); check user:password in --url or "
+              "$DURABLE_REDIS_URL", file=sys.stderr)
         return 2
     except redis.ConnectionError as exc:
         print(f"durable: cannot reach Redis ({exc}); check --url or $DURABLE_REDIS_URL", file=sys.stderr)
