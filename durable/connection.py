@@ -112,6 +112,19 @@ class _SentinelConnection(SentinelManagedConnection):
         self.durable_sentinel: SentinelTarget | None = kwargs.pop("durable_sentinel", None)
         super().__init__(**kwargs)
 
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        # redis-py turns READONLY (a demoted primary) into a ConnectionError that makes the
+        # next connect ask Sentinel again. NOREPLICAS (min-replicas-to-write) says the same
+        # thing earlier: this primary lost its replicas, likely to a failover. Without this
+        # it is a plain ResponseError, and an RQ worker quits on it.
+        try:
+            return super().read_response(*args, **kwargs)
+        except redis.ResponseError as exc:
+            if "NOREPLICAS" not in str(exc) or not self.connection_pool.is_master:
+                raise
+            self.disconnect()
+            raise redis.ConnectionError(f"the primary refused a write ({exc}); asking Sentinel again") from exc
+
 
 class _SentinelSSLConnection(_SentinelConnection, SSLConnection):
     pass

@@ -1,4 +1,4 @@
-"""Connection options end to end: ACL users, unix sockets, TLS, and a Sentinel failover mid-run.
+"""Connection options end to end: ACL users, unix sockets, TLS, and Sentinel failovers mid-run.
 
 Each test starts its own servers (``servers.py``) and real ``durable worker``
 processes given the same URL as the client, so the workers' RQ scheduler
@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,9 +191,18 @@ def _pings(conn: redis.Redis) -> bool:
         return False
 
 
-# -- Sentinel: SIGKILL the primary mid-run --------------------------------------------------------
+# -- Sentinel: the primary fails over mid-run --------------------------------------------------------
 
-FLOWS, STEPS, SLEEP_EVERY, NAP = 6, 30, 5, 0.5
+FLOWS, STEPS, SLEEP_EVERY, NAP = 6, 20, 5, 0.5
+
+# How the primary goes away: SIGKILLed (Sentinel notices it is down and promotes the replica),
+# or `SENTINEL FAILOVER` (the old primary lives on, and stays writable until Sentinel demotes it),
+# the latter also with `min-replicas-to-write 1` on the primary.
+FAILOVERS = {
+    "sigkill": [],
+    "sentinel-failover": [],
+    "sentinel-failover-min-replicas": ["min-replicas-to-write 1", "min-replicas-max-lag 10"],
+}
 
 
 def _sentinels_ready(sentinels: list[Server], replica_port: int) -> bool:
@@ -241,8 +251,34 @@ def _result_riding_out(handle: durable.WorkflowHandle, timeout: float) -> tuple[
             time.sleep(0.2)
 
 
-def test_sentinel_failover_mid_run(servers: Servers, workers: Workers, tmp_path: Path) -> None:
-    primary = servers.start("primary", PERSISTENT)
+def _watch_demotion(server: Server, since: float, into: list[float]) -> threading.Thread:
+    """Append how long after ``since`` the old primary stopped being a primary."""
+
+    def watch() -> None:
+        conn = server.client()
+        while server.popen.poll() is None:
+            try:
+                if conn.info("replication")["role"] != "master":
+                    into.append(time.monotonic() - since)
+                    return
+            except redis.RedisError:
+                pass
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, name="watch-demotion", daemon=True)
+    thread.start()
+    return thread
+
+
+def _longest_pause(times: list[float], since: float) -> float:
+    """The longest stretch from ``since`` on with nothing recorded in the surviving history."""
+    later = sorted(t for t in times if t >= since)
+    return max((b - a for a, b in zip([since, *later[:-1]], later, strict=True)), default=0.0)
+
+
+@pytest.mark.parametrize("how", list(FAILOVERS))
+def test_sentinel_failover_mid_run(servers: Servers, workers: Workers, tmp_path: Path, how: str) -> None:
+    primary = servers.start("primary", [*PERSISTENT, *FAILOVERS[how]])
     replica = servers.start("replica", [*PERSISTENT, f"replicaof 127.0.0.1 {primary.port}"])
     sentinels = [servers.start(f"sentinel{i}", sentinel_lines(primary.port), sentinel=True) for i in range(2)]
     wait_for(lambda: replica.client().info("replication").get("master_link_status") == "up", 20,
@@ -263,13 +299,18 @@ def test_sentinel_failover_mid_run(servers: Servers, workers: Workers, tmp_path:
     assert_scheduler_beats(primary.client())
 
     wait_for(lambda: _completed_activities(handles) >= FLOWS * STEPS // 4, 60, "a quarter of the activities")
-    assert all(h.status() == "running" for h in handles), "the kill must land mid-run"
+    assert all(h.status() == "running" for h in handles), "the failover must land mid-run"
     before = _completed_activities(handles)
-    killed_at, killed_mono = time.time(), time.monotonic()
-    primary.kill()
+    started_at, started_mono = time.time(), time.monotonic()
+    demoted: list[float] = []
+    if how == "sigkill":
+        primary.kill()
+    else:
+        _watch_demotion(primary, started_mono, demoted)
+        assert sentinels[0].client().execute_command("SENTINEL", "FAILOVER", SERVICE)
     wait_for(lambda: _primary_port(sentinels[0]) == replica.port, 60, "Sentinel to promote the replica",
              interval=0.02)
-    promoted = time.monotonic() - killed_mono
+    promoted = time.monotonic() - started_mono
 
     expected = sum(range(STEPS))
     client_errors = 0
@@ -280,9 +321,9 @@ def test_sentinel_failover_mid_run(servers: Servers, workers: Workers, tmp_path:
     histories = [h.history() for h in handles]
     for history in histories:
         assert_history_exactly_once(history)
-    after_kill = [e["time"] for history in histories for e in history if e["time"] > killed_at]
-    assert after_kill, "nothing was recorded after the kill: the failover was not exercised"
-    stall = min(after_kill) - killed_at
+    times = [e["time"] for history in histories for e in history]
+    assert any(t > started_at for t in times), "nothing was recorded after the failover began"
+    pause = _longest_pause(times, started_at)
 
     # All three users of the worker's connection follow the failover: the main loop (the
     # workflows finished), RQ's scheduler process (heartbeats on the new primary) and the
@@ -298,7 +339,8 @@ def test_sentinel_failover_mid_run(servers: Servers, workers: Workers, tmp_path:
     runs = sum(1 for _, name, _ in call_log(calls) if name == "add")
     assert completed == FLOWS * STEPS
     assert runs >= completed
-    print(f"\nSentinel failover after SIGKILL of the primary: {before} of {FLOWS * STEPS} activities done at the "
-          f"kill; replica promoted {promoted:.1f} s after; first history write on the new primary "
-          f"{stall:.1f} s after the kill; {runs - completed} activity executions repeated (at least once); the "
-          f"client met {client_errors} connection errors while waiting")
+    old = f"; the old primary was demoted after {demoted[0]:.1f} s" if demoted else ""
+    print(f"\n{how}: {before} of {FLOWS * STEPS} activities done when the failover began; the replica was "
+          f"promoted {promoted:.1f} s after{old}; the longest pause in the surviving history after that moment "
+          f"{pause:.1f} s; {runs - completed} activity executions repeated; the client met {client_errors} "
+          f"connection errors")
