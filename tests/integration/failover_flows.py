@@ -19,3 +19,14 @@ def steady(n: int, sleep_every: int, nap: float):
         if sleep_every and i % sleep_every == sleep_every - 1:
             yield durable.sleep(nap)
     return total
+
+
+@durable.workflow
+def drift(n: int):
+    """A value fixed at first execution (``durable.random()``) in the middle of ``n`` activities."""
+    total, x = 0, None
+    for i in range(n):
+        total = yield add(total, i)
+        if i == 1:
+            x = yield durable.random()
+    return x, total
