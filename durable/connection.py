@@ -143,7 +143,7 @@ class DurableRedis(redis.Redis):
         super().__init__(*args, **kwargs)
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> DurableRedis:  # type: ignore[override]
+    def from_url(cls, url: str, **kwargs: Any) -> DurableRedis:
         """A client for ``url``; keyword arguments are defaults the URL's options override.
 
         Raises:
