@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import redis
+from redis.sentinel import MasterNotFoundError
 
 from . import demo, inspection, timeline
 from .check import replay_many
@@ -55,6 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), 1)
     except (DurableError, ValueError, TypeError, ImportError, TimeoutError) as exc:
         return _fail(str(exc), 2)
+    except MasterNotFoundError as exc:  # its message ends in a long repr of every Sentinel client
+        return _fail(f"no Sentinel named a primary ({str(exc).partition(' : ')[0]}); check that the Sentinels "
+                     "run and monitor that service, and --url or $DURABLE_REDIS_URL", 2)
+    except redis.AuthenticationError as exc:  # a ConnectionError too, but reachable: say what is wrong
+        return _fail(f"Redis refused the credentials ({exc}); check user:password in --url or "
+                     "$DURABLE_REDIS_URL", 2)
     except redis.ConnectionError as exc:
         return _fail(f"cannot reach Redis ({exc}); check --url or $DURABLE_REDIS_URL", 2)
     except redis.RedisError as exc:

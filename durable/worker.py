@@ -152,6 +152,7 @@ class Worker(SimpleWorker):
         self._limbo: dict[str, float] = {}  # job id -> when this worker first saw it dequeued but unleased
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
+        self._revive_after = 0.0
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         self._stop.clear()
@@ -265,6 +266,24 @@ class Worker(SimpleWorker):
 
     def check_for_suspension(self, *args: Any, **kwargs: Any) -> None:
         self._riding_out("the suspension check", super().check_for_suspension, *args, **kwargs)
+        self._riding_out("restarting the scheduler", self._revive_scheduler)
+
+    def _revive_scheduler(self) -> None:
+        """Restart RQ's scheduler process if it died (at most once a second, between jobs).
+
+        It exits on its first Redis error (a restart, a Sentinel failover) and RQ restarts
+        it only at maintenance, every 10 minutes by default. The new process connects
+        afresh (through Sentinel, if that is how this worker connects).
+        """
+        scheduler = self.scheduler
+        process = scheduler._process if scheduler is not None else None
+        if scheduler is None or process is None or process.is_alive() or process.exitcode == 0:
+            return  # none, running, or stopped on purpose (the worker is shutting down)
+        if self._stop_requested or time.monotonic() < self._revive_after:
+            return
+        self._revive_after = time.monotonic() + 1.0
+        log.warning("RQ's scheduler process exited (code %s); restarting it", process.exitcode)
+        scheduler.acquire_locks(auto_start=True)
 
     def run_maintenance_tasks(self) -> None:
         self._riding_out("maintenance", super().run_maintenance_tasks)
