@@ -2,14 +2,15 @@
 
 A failover to a replica that lagged (or a restart that lost the last second of
 an ``appendfsync everysec`` AOF) leaves Redis holding an earlier, consistent
-state. Found while testing Sentinel failovers, and not fixed yet: the worker
-that advanced the workflow still holds its generator, suspended at a history
-length Redis no longer has. When another worker has meanwhile grown the history
-back to that length, the cached generator continues from events it never saw,
-with values (here ``durable.random()``) that history no longer records, and the
-workflow completes with a result its own history does not replay to. Workers
-with no cache (``DURABLE_CACHE_SIZE=0``) replay from Redis every step and get it
-right.
+state. Found while testing Sentinel failovers: the worker that advanced the
+workflow still holds its generator, suspended at a history length Redis no
+longer has. When another worker has meanwhile grown the history back to that
+length, a cached generator used to continue from events it never saw, with
+values (here ``durable.random()``) that history no longer records, and the
+workflow completed with a result its own history does not replay to. Now every
+incremental load and every commit checks that the history still ends with the
+entry the worker replayed, so the stale generator is dropped and the run
+replayed from Redis; the test runs with and without a cache.
 """
 
 from __future__ import annotations
@@ -37,14 +38,10 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
 
 
 class StaleCache(AssertionError):
-    """The one failure this test expects while the bug stands; any other fails it."""
+    """The failure a stale generator causes (kept apart from other assertion errors)."""
 
 
-STALE = pytest.mark.xfail(strict=True, raises=StaleCache,
-                          reason="a worker's generator cache is not checked against a history that lost writes")
-
-
-@pytest.mark.parametrize("cache_size", [pytest.param(1000, marks=STALE, id="cache"), pytest.param(0, id="no-cache")])
+@pytest.mark.parametrize("cache_size", [pytest.param(1000, id="cache"), pytest.param(0, id="no-cache")])
 def test_a_cached_generator_does_not_outlive_lost_writes(servers: Servers, cache_size: int) -> None:
     lines = ['save ""', "appendonly no", "dbfilename snapshot.rdb"]
     server = servers.start("redis", lines)
