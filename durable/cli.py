@@ -11,7 +11,6 @@ import argparse
 import datetime as dt
 import importlib
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -25,6 +24,7 @@ from . import demo
 from .check import replay_many
 from .client import DEFAULT_QUEUE, Client
 from .errors import DurableError, WorkflowFailed
+from .observability import LOG_FORMATS, configure_logging
 from .registry import Workflow, resolve
 from .worker import Worker
 
@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lease-ttl", type=float, default=None,
                    help="seconds before a dead worker's step is taken over (default $DURABLE_LEASE_TTL or 10)")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default=os.environ.get("DURABLE_LOG_FORMAT", "text"),
+                   help="text lines, or JSON lines with workflow_id, run_id, seq, attempt, activity on each "
+                        "(default $DURABLE_LOG_FORMAT or text)")
     p.set_defaults(func=_worker)
 
     p = command("demo", "run the demo: a pull-request monitor (webhook, Slack and GitHub stand-ins) survives "
@@ -132,7 +135,7 @@ def _worker(args: argparse.Namespace) -> int:
         raise ValueError("-n must be at least 1")
     if args.processes > 1:
         return _worker_pool(args)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(args.log_level, args.log_format)
     sys.path.insert(0, os.getcwd())
     for module in args.imports:
         importlib.import_module(module)
@@ -144,7 +147,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _worker_pool(args: argparse.Namespace) -> int:
     """Start N single-process workers and stop them together."""
-    base = [sys.executable, "-m", "durable", "worker", "-n", "1", "--log-level", args.log_level]
+    base = [sys.executable, "-m", "durable", "worker", "-n", "1", "--log-level", args.log_level,
+            "--log-format", args.log_format]
     if args.url:
         base += ["--url", args.url]
     for queue in args.queue or []:
