@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ContextFilter", "JsonFormatter", "TextFormatter", "configure_logging", "StepScope", "AttemptScope",
-    "current", "loaded", "decided", "held", "ended", "FIELDS", "OTEL", "TEXT_FORMAT", "LOG_FORMATS",
+    "current", "tracing", "loaded", "decided", "held", "ended", "FIELDS", "OTEL", "TEXT_FORMAT", "LOG_FORMATS",
 ]
 
 FIELDS = ("workflow_id", "workflow", "run_id", "seq", "attempt", "activity")
@@ -65,6 +65,15 @@ activity_log = logging.getLogger("durable.activity")
 # The scope of the step or attempt running in this thread (or task), if any.
 _scope: ContextVar[StepScope | AttemptScope | None] = ContextVar("durable_log_scope", default=None)
 _tracer: Any = _otel_trace.get_tracer("durable") if OTEL else None  # a proxy: follows the provider set later
+# Providers that make no-op spans: with only the API installed, spans would cost ~5 us a scope for nothing.
+_IDLE: tuple[type, ...] = (_otel_trace.ProxyTracerProvider, _otel_trace.NoOpTracerProvider) if OTEL else ()
+_OUTCOMES = {"activity_completed": "completed", "activity_retrying": "retrying", "activity_failed": "failed"}
+
+
+def tracing() -> bool:
+    """Whether scopes make spans: ``opentelemetry-api`` is importable and the application set a
+    tracer provider (checked per scope, so a provider set after import counts)."""
+    return OTEL and not isinstance(_otel_trace.get_tracer_provider(), _IDLE)
 
 
 def current() -> StepScope | AttemptScope | None:
@@ -211,7 +220,7 @@ class StepScope(_Fields):
     def __enter__(self) -> StepScope:
         self._started = time.perf_counter()
         self._token = _scope.set(self)
-        if OTEL:
+        if OTEL and tracing():
             attributes: dict[str, Any] = {"workflow.id": self.workflow_id, "run.id": self.run_id,
                                           "job.kind": self.kind}
             if self.seq is not None:
@@ -261,7 +270,7 @@ class AttemptScope(_Fields):
     def __enter__(self) -> AttemptScope:
         self._started = time.perf_counter()
         self._token = _scope.set(self)
-        if OTEL:
+        if OTEL and tracing():
             self._span = _tracer.start_span(f"durable.activity {self.activity}", attributes={
                 "workflow.id": self.workflow_id, "run.id": self.run_id, "activity.name": self.activity or "",
                 "activity.seq": self.seq if self.seq is not None else -1,
@@ -276,10 +285,11 @@ class AttemptScope(_Fields):
         """Log and trace what the attempt produced; returns ``outcome``."""
         took = (time.perf_counter() - self._started) * 1000
         event = outcome.events[0] if outcome.events else None
+        if outcome.missing_code is not None:
+            result = "missing_code"  # the step says why it holds the workflow
+        else:
+            result = _OUTCOMES.get(event.type, event.type) if event is not None else "none"
         error: dict[str, Any] = getattr(event, "error", None) or {}
-        kind = "missing_code" if outcome.missing_code is not None else getattr(event, "type", "?")
-        result = {"activity_completed": "completed", "activity_retrying": "retrying",
-                  "activity_failed": "failed"}.get(kind, kind)
         if result == "completed":
             if activity_log.isEnabledFor(logging.DEBUG):
                 activity_log.debug("activity attempt completed in %.2f ms", took)

@@ -329,3 +329,14 @@ def test_without_opentelemetry_nothing_breaks_and_logs_still_carry_ids(client, r
     if spans_if_installed is not None:
         assert spans_if_installed.get_finished_spans() == ()
     assert [ids(r)[:4] for r in records if r.name == "myapp"][0] == ("obs", run_id, 0, 1)
+
+
+def test_with_the_api_but_no_tracer_provider_no_spans_are_made(spans, monkeypatch):
+    from opentelemetry import trace
+
+    assert observability.tracing()  # the SDK provider of the exporter fixture
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: trace.ProxyTracerProvider())  # none set
+    assert not observability.tracing()
+    with StepScope("wf-5", "run-5", "advance") as step, AttemptScope(ActivityInfo("wf-5", "run-5", 0, 1, "m:h")):
+        assert observability.current() is not step  # the attempt narrows the step's scope
+    assert spans.get_finished_spans() == ()
