@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -211,29 +213,48 @@ def test_configure_logging_installs_the_filter_and_formatter(monkeypatch):
 # -- OpenTelemetry ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def exporter() -> Any:
-    """The SDK's in-memory exporter behind the global tracer provider, as an application sets it."""
+@pytest.fixture
+def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An SDK tracer provider with the in-memory exporter, for this test only: the global
+    provider can be set once per process, and later tests should not pay for spans."""
     pytest.importorskip("opentelemetry.sdk.trace", reason="opentelemetry-sdk is in the dev extra")
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):  # the global provider can be set once per process
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
+    provider = TracerProvider()
     memory = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(memory))
-    return memory
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    monkeypatch.setattr(observability, "_tracer", provider.get_tracer("durable"))
+    yield memory
+    provider.shutdown()
 
 
-@pytest.fixture
-def spans(exporter: Any) -> Iterator[Any]:
-    exporter.clear()
-    yield exporter
-    exporter.clear()
+def test_spans_follow_the_global_provider_an_application_sets_after_importing_durable():
+    pytest.importorskip("opentelemetry.sdk.trace", reason="opentelemetry-sdk is in the dev extra")
+    code = """if True:
+        import json
+        from durable import observability  # a worker imports durable before the app sets its provider
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        with observability.StepScope("wf", "run", "advance"):
+            pass  # no provider yet: no span
+        provider = TracerProvider()
+        memory = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        trace.set_tracer_provider(provider)
+        with observability.StepScope("wf", "run", "advance"):
+            observability.loaded("flow", 0, False)
+        print(json.dumps([s.name for s in memory.get_finished_spans()]))
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == ["durable.step flow"]
 
 
 def test_spans_per_step_and_per_activity_attempt(client, spans):
@@ -334,7 +355,7 @@ def test_without_opentelemetry_nothing_breaks_and_logs_still_carry_ids(client, r
 def test_with_the_api_but_no_tracer_provider_no_spans_are_made(spans, monkeypatch):
     from opentelemetry import trace
 
-    assert observability.tracing()  # the SDK provider of the exporter fixture
+    assert observability.tracing()  # the SDK provider of the spans fixture
     monkeypatch.setattr(trace, "get_tracer_provider", lambda: trace.ProxyTracerProvider())  # none set
     assert not observability.tracing()
     with StepScope("wf-5", "run-5", "advance") as step, AttemptScope(ActivityInfo("wf-5", "run-5", 0, 1, "m:h")):
