@@ -7,10 +7,12 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from rq import Queue
 
 import durable
 from durable import observability
@@ -107,6 +109,19 @@ def test_ids_passed_with_extra_are_kept(records):
     (record,) = [r for r in records if r.getMessage() == "recovering"]
     assert ids(record) == ("wf-9", "r9", None, None, None)
     assert record.durable_context == " [workflow_id=wf-9 run_id=r9]"
+
+
+def test_the_recovery_of_a_dead_workers_job_names_its_workflow(client, records):
+    handle = client.start(workflows.arithmetic, 1, workflow_id="lost")
+    queue = Queue("durable", connection=client.conn)
+    job = queue.jobs[0]
+    queue.remove(job)  # as if a worker took it, leased it, and died
+    client.store.hold_leases([job.id], ttl=0.01)
+    time.sleep(0.05)
+    assert durable.Worker(["durable"], connection=client.conn, lease_ttl=1).recover() == 1
+    (recovered,) = [r for r in records if r.getMessage().startswith("recovering job")]
+    assert recovered.levelno == logging.WARNING and "its worker stopped renewing the lease" in recovered.getMessage()
+    assert ids(recovered) == ("lost", handle.describe()["run_id"], None, None, None)
 
 
 def test_workflow_failure_and_activity_failure_are_logged(client, records):
