@@ -399,7 +399,11 @@ def ended(status: str) -> None:
     ``continued`` as a new run."""
     scope = _step()
     if status == "failed":
-        step_log.warning("workflow failed (%s)", scope.error_type if scope is not None else "see its status")
+        # No error type: the code returned, but its result could not be stored (Step turned it into a failure).
+        step_log.warning("workflow failed (%s)", scope.error_type if scope is not None and scope.error_type
+                         else "see durable status")
+        if scope is not None and scope.problem is None:
+            scope.problem = "the workflow failed"
     elif status == "continued":
         step_log.info("workflow continued as new")
     else:

@@ -129,9 +129,13 @@ def test_workflow_failure_and_activity_failure_are_logged(client, records):
     assert drain(client, failing) == "failed"
     catching = client.start(workflows.catches_failure, workflow_id="catch")
     assert drain(client, catching) == "completed"
+    unstorable = client.start(workflows.not_a_result, workflow_id="lock")  # returns, but cannot be stored
+    assert drain(client, unstorable) == "failed"
     failed = [r for r in records if r.getMessage().startswith("workflow failed")]
     assert [(r.workflow_id, r.levelno, r.getMessage()) for r in failed] == [
-        ("bad", logging.WARNING, "workflow failed (KeyError)")]
+        ("bad", logging.WARNING, "workflow failed (KeyError)"),
+        ("lock", logging.WARNING, "workflow failed (see durable status)"),
+    ]
     gave_up = [r for r in records if r.name == "durable.activity" and r.levelno == logging.ERROR]
     assert [(r.workflow_id, r.seq, r.attempt) for r in gave_up] == [("catch", 0, 2)]
     assert "is not retried" in gave_up[0].getMessage()
@@ -323,6 +327,8 @@ def test_a_failed_or_held_workflow_makes_its_step_span_an_error(client, spans):
 
     failing = client.start(workflows.fails, workflow_id="bad")
     assert drain(client, failing) == "failed"
+    unstorable = client.start(workflows.not_a_result, workflow_id="lock")
+    assert drain(client, unstorable) == "failed"
     client.start(workflows.arithmetic, 1, workflow_id="gone")
     client.store.set_fields("gone", {"path": "no_such_module_xyz:flow"})
     durable.Worker(["durable"], connection=client.conn, lease_ttl=5).work(burst=True)
@@ -333,6 +339,9 @@ def test_a_failed_or_held_workflow_makes_its_step_span_an_error(client, spans):
     assert bad[-1].status.status_code == StatusCode.ERROR and bad[-1].attributes["error.type"] == "KeyError"
     assert bad[-1].attributes["workflow.status"] == "failed"
     assert bad[0].status.status_code == StatusCode.UNSET
+    lock = [s for s in steps if s.attributes["workflow.id"] == "lock"][-1]
+    assert lock.attributes["decision.kind"] == "complete" and lock.attributes["workflow.status"] == "failed"
+    assert lock.status.status_code == StatusCode.ERROR
     (gone,) = [s for s in steps if s.attributes["workflow.id"] == "gone"]
     assert gone.attributes["decision.kind"] == "held" and gone.status.status_code == StatusCode.ERROR
     assert "no_such_module_xyz" in (gone.status.description or "")
