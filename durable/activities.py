@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from . import clock
+from . import clock, observability
 from .context import ActivityInfo, in_activity
 from .errors import ActivityTimeout, PayloadTooLarge, SerializationError
 from .events import ActivityCompleted, ActivityFailedEvent, ActivityRetrying, ActivityScheduled, ErrorInfo, Event
@@ -70,7 +70,12 @@ def deadline(seconds: float | None, what: str) -> Iterator[None]:
 
 def run_attempt(scheduled: ActivityScheduled, info: ActivityInfo, now: float | None = None) -> AttemptOutcome:
     """Run attempt ``info.attempt`` of the activity ``scheduled`` recorded; never raises for
-    the activity's own errors, which become events."""
+    the activity's own errors, which become events. Logged and traced as one attempt."""
+    with observability.AttemptScope(info) as observed:
+        return observed.ended(_run_attempt(scheduled, info, now))
+
+
+def _run_attempt(scheduled: ActivityScheduled, info: ActivityInfo, now: float | None) -> AttemptOutcome:
     options = scheduled.activity_options()
     seq, attempt = scheduled.seq, info.attempt
     try:

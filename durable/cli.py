@@ -16,7 +16,6 @@ import datetime as dt
 import fnmatch
 import importlib
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -32,6 +31,7 @@ from .check import replay_many
 from .client import DEFAULT_QUEUE, Client, WorkflowHandle
 from .display import call_text, short, table, when
 from .errors import DurableError, NonDeterminismError, WorkflowFailed
+from .observability import LOG_FORMATS, configure_logging
 from .records import Meta
 from .registry import Workflow, resolve
 from .serialization import loads
@@ -130,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds a SIGTERM waits for the current step before handing it back "
                         "(default $DURABLE_STOP_TIMEOUT or 30)")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default=os.environ.get("DURABLE_LOG_FORMAT", "text"),
+                   help="text lines, or JSON lines with workflow_id, run_id, seq, attempt, activity on each "
+                        "(default $DURABLE_LOG_FORMAT or text)")
     p.set_defaults(func=_worker)
 
     p = command("demo", "run the demo: a pull-request monitor (webhook, Slack and GitHub stand-ins) survives "
@@ -210,7 +213,7 @@ def _worker(args: argparse.Namespace) -> int:
         raise ValueError("-n must be at least 1")
     if args.processes > 1:
         return _worker_pool(args)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(args.log_level, args.log_format)
     _import_modules(args.imports)
     client = Client(args.url)
     worker = Worker(args.queue or [DEFAULT_QUEUE], connection=client.conn, lease_ttl=args.lease_ttl,
@@ -221,7 +224,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _worker_pool(args: argparse.Namespace) -> int:
     """Start N single-process workers and stop them together."""
-    base = [sys.executable, "-m", "durable", "worker", "-n", "1", "--log-level", args.log_level]
+    base = [sys.executable, "-m", "durable", "worker", "-n", "1", "--log-level", args.log_level,
+            "--log-format", args.log_format]
     if args.url:
         base += ["--url", args.url]
     for queue in args.queue or []:

@@ -21,6 +21,7 @@ from typing import cast
 from rq import get_current_job
 
 from .cache import GeneratorCache
+from .observability import StepScope
 from .step import (
     ADVANCE,
     FIRE_TIMER,
@@ -60,14 +61,17 @@ def _cache() -> GeneratorCache | None:
 
 def advance(workflow_id: str, run_id: str) -> None:
     """RQ job: continue a workflow from its history."""
-    Step(_store(), workflow_id, run_id, cache=_cache()).run()
+    with StepScope(workflow_id, run_id, "advance"):
+        Step(_store(), workflow_id, run_id, cache=_cache()).run()
 
 
 def run_activity(workflow_id: str, run_id: str, seq: int, attempt: int) -> None:
     """RQ job: run attempt ``attempt`` of the activity at ``seq``, then continue the workflow."""
-    Step(_store(), workflow_id, run_id, activity=(seq, attempt), cache=_cache()).run()
+    with StepScope(workflow_id, run_id, "activity", seq, attempt):
+        Step(_store(), workflow_id, run_id, activity=(seq, attempt), cache=_cache()).run()
 
 
 def fire_timer(workflow_id: str, run_id: str, seq: int) -> None:
     """RQ job: fire the durable timer at ``seq`` (never before its deadline), then continue."""
-    Step(_store(), workflow_id, run_id, timer=seq, cache=_cache()).run()
+    with StepScope(workflow_id, run_id, "timer", seq):
+        Step(_store(), workflow_id, run_id, timer=seq, cache=_cache()).run()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import clock
+from . import clock, observability
 from .activities import MISSING_CODE_RETRY, AttemptOutcome, run_attempt
 from .cache import CachedRun, GeneratorCache
 from .commands import ActivityCall, Command, Patched, RecordValue, StartChild, StartTimer, WaitSignal
@@ -185,6 +185,7 @@ class Step:
                 return True
         assert events is not None
         self._optimistic = False  # one try per job
+        observability.loaded(meta.name if meta else None, (cached.length if cached else 0) + len(events), bool(cached))
         if meta is None or meta.run_id != self.run_id or meta.status in TERMINAL:
             return True  # gone, a newer run, or finished: a stale job has nothing to do
         self._was_held = bool(meta.stuck)
@@ -222,6 +223,7 @@ class Step:
             except NonDeterminismError as exc:
                 self._hold(str(exc))
                 return True
+            observability.decided(decision)
             if decision.kind == "wait":
                 if self.timer is not None and self.timer in decision.waiting and not fired:
                     fired = [TimerFired(seq=self.timer, time=clock.now())]
@@ -376,7 +378,6 @@ class Step:
         key = (scheduled.seq, attempt)
         if key not in self._attempts:
             info = ActivityInfo(self.workflow_id, self.run_id, scheduled.seq, attempt, scheduled.activity)
-            log.debug("running %s attempt %d for %s#%d", scheduled.activity, attempt, self.workflow_id, scheduled.seq)
             self._attempts[key] = run_attempt(scheduled, info)
         return self._attempts[key]
 
@@ -389,7 +390,7 @@ class Step:
         if outcome.missing_code is not None:
             self._held = (f"activity {scheduled.activity} cannot be imported on a worker of queue {queue!r} "
                           f"({outcome.missing_code}); trying again every {MISSING_CODE_RETRY:g} s")
-            log.error("workflow %s: %s", self.workflow_id, self._held)
+            observability.held(self._held)
         else:
             attempt += 1
         return [
@@ -466,7 +467,7 @@ class Step:
             try:
                 work.meta["custom"] = dumps(replayer.custom_status, "the value passed to durable.set_status")
             except (SerializationError, PayloadTooLarge) as exc:
-                log.warning("workflow %s: %s", self.workflow_id, exc)
+                log.warning("custom status not stored: %s", exc)
         # The job's last commit also ends its lease (one round trip fewer per job);
         # earlier commits must not, or a crash after them would go unrecovered.
         lease = _worker_state["lease"] if final and work.new_run is None else None
@@ -480,6 +481,8 @@ class Step:
             self._tip = encoded[-1]
         if won and lease is not None:
             _worker_state["released"] = True
+        if won and (work.notify or work.new_run is not None):
+            observability.ended(work.notify or "continued")
         return won
 
     def _cancel_children(self) -> None:
@@ -488,12 +491,12 @@ class Step:
             try:
                 request_cancel(self.store, child)
             except Exception:  # an ended or vanished child needs nothing
-                log.debug("child %s of %s not cancelled", child, self.workflow_id, exc_info=True)
+                log.debug("child %s not cancelled", child, exc_info=True)
 
     def _hold(self, reason: str) -> None:
         """Keep the workflow as it is and say why it cannot move: fixing the code and
         re-advancing it (or deploying the missing module) lets it continue."""
-        log.error("workflow %s is held: %s", self.workflow_id, reason)
+        observability.held(reason)
         self.store.set_fields(self.workflow_id, {"stuck": reason})
 
 

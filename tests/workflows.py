@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -414,3 +415,37 @@ def uses_helper(target: str):
 def approvals():
     votes = yield durable.all_of(durable.wait_signal("alice"), durable.wait_signal("bob"))  # inspect: all_of
     return votes
+
+
+# -- observability: activities that log through the application's own logger ----------------
+APP_LOG = logging.getLogger("myapp")
+
+
+@durable.activity
+def greet(name: str) -> str:
+    APP_LOG.info("greeting %s", name)
+    return f"hello {name}"
+
+
+@durable.activity(inline=True)
+def shout(text: str) -> str:
+    APP_LOG.info("shouting %s", text)
+    return text.upper()
+
+
+@durable.activity(retry=durable.RetryPolicy(max_attempts=3, initial_interval=0.0))
+def fails_first_time(key: str) -> str:
+    attempt = durable.activity_info().attempt
+    APP_LOG.info("trying %s", key)
+    if attempt == 1:
+        raise ConnectionError(f"{key}: attempt 1 always fails")
+    return f"{key}-{attempt}"
+
+
+@durable.workflow
+def observed(name: str):
+    """Two activities (one queued, one inline) and one that fails once, then succeeds."""
+    greeting = yield greet(name)
+    loud = yield shout(greeting)
+    retried = yield fails_first_time(name)
+    return loud, retried
