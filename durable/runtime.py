@@ -22,20 +22,18 @@ from rq import get_current_job
 
 from .cache import GeneratorCache
 from .observability import StepScope
-from .step import (
+from .routing import (
     ADVANCE,
     FIRE_TIMER,
-    KEEP_RUNS_ENV,
     RUN_ACTIVITY,
-    Step,
-    _worker_state,
     advance_dispatch,
     lease_job,
     lease_released,
-    request_cancel,
     use_cache,
     wake_dispatch,
+    worker_state,
 )
+from .step import KEEP_RUNS_ENV, Step, request_cancel
 from .store import Store
 
 __all__ = [
@@ -48,7 +46,7 @@ def _store() -> Store:
     job = get_current_job()
     if job is None:
         raise RuntimeError("durable's job functions run inside an RQ worker (durable worker)")
-    stores: dict[int, Store] = _worker_state["stores"]
+    stores: dict[int, Store] = worker_state["stores"]
     store = stores.get(id(job.connection))
     if store is None or store.conn is not job.connection:
         store = stores[id(job.connection)] = Store(job.connection)
@@ -56,7 +54,7 @@ def _store() -> Store:
 
 
 def _cache() -> GeneratorCache | None:
-    return cast(GeneratorCache | None, _worker_state["cache"])
+    return cast(GeneratorCache | None, worker_state["cache"])
 
 
 def advance(workflow_id: str, run_id: str) -> None:

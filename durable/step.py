@@ -47,61 +47,26 @@ from .events import (
 )
 from .registry import resolve
 from .replay import Decision, Replayer
+from .routing import (
+    FIRE_TIMER,
+    RUN_ACTIVITY,
+    advance_dispatch,
+    wake_dispatch,
+    worker_state,
+)
 from .serialization import dumps, encode_events, loads
 from .store import TERMINAL, Delivery, Dispatch, Meta, NewRun, NewWorkflow, Store, validate_workflow_id
 
-__all__ = [
-    "Step", "advance_dispatch", "wake_dispatch", "request_cancel", "use_cache", "lease_job", "lease_released",
-    "ADVANCE", "RUN_ACTIVITY", "FIRE_TIMER", "KEEP_RUNS_ENV",
-]
+__all__ = ["Step", "request_cancel", "KEEP_RUNS_ENV", "MAX_ROUNDS"]
 
 
 log = logging.getLogger("durable.runtime")
 
-ADVANCE = "durable.runtime.advance"
-RUN_ACTIVITY = "durable.runtime.run_activity"
-FIRE_TIMER = "durable.runtime.fire_timer"
 KEEP_RUNS_ENV = "DURABLE_KEEP_RUNS"
 
 # A commit loses only when another runner wrote to the same history meanwhile;
 # each loss means progress elsewhere, so a bounded number of rounds suffices.
 MAX_ROUNDS = 50
-
-
-def advance_dispatch(workflow_id: str, run_id: str, queue: str) -> Dispatch:
-    return Dispatch(ADVANCE, (workflow_id, run_id), queue, description=f"durable advance {workflow_id}")
-
-
-# The worker that runs jobs in this process (durable.Worker sets it): its generator cache
-# and its Store, reused across jobs instead of rebuilt per job.
-_worker_state: dict[str, Any] = {"cache": None, "stores": {}, "lease": None, "released": False, "own": None}
-
-
-def use_cache(cache: GeneratorCache | None, own_queue: str | None = None) -> None:
-    """Make the job functions in this process keep suspended runs in ``cache``, and route
-    the next steps of those runs to ``own_queue`` (this worker's own queue)."""
-    _worker_state["cache"] = cache
-    _worker_state["own"] = own_queue if cache is not None and cache.size else None
-
-
-def wake_dispatch(store: Store, workflow_id: str, meta: Meta) -> Dispatch:
-    """An ``advance`` job for ``meta``'s run: to the worker that keeps its generator if it
-    is alive (a cache hit there), else to the workflow's queue."""
-    if meta.owner and store.is_alive(meta.owner):
-        return Dispatch(ADVANCE, (workflow_id, meta.run_id), meta.owner, home=meta.queue,
-                        description=f"durable advance {workflow_id}")
-    return advance_dispatch(workflow_id, meta.run_id, meta.queue)
-
-
-def lease_job(job_id: str | None) -> None:
-    """Tell the job functions which job's lease the worker holds (None: none)."""
-    _worker_state["lease"] = job_id
-    _worker_state["released"] = False
-
-
-def lease_released() -> bool:
-    """Whether the last job's final commit already ended its lease."""
-    return bool(_worker_state["released"])
 
 
 @dataclass
@@ -231,7 +196,7 @@ class Step:
                     replayer.feed(fired)
                     continue
                 if work.events or work.dispatch:
-                    own = _worker_state["own"]
+                    own = worker_state["own"]
                     if own and own != meta.owner:
                         work.meta["owner"] = own  # wake-ups for this run now come here
                         meta = dataclasses.replace(meta, owner=own)
@@ -408,7 +373,7 @@ class Step:
         """(queue, home) for a job of this run: this worker's own queue when the job is on
         the workflow's queue and follows the generator, else the queue it asks for."""
         queue = asked or meta.queue
-        own = _worker_state["own"]
+        own = worker_state["own"]
         if sticky and own and queue == meta.queue:
             return own, queue
         return queue, None
@@ -470,7 +435,7 @@ class Step:
                 log.warning("custom status not stored: %s", exc)
         # The job's last commit also ends its lease (one round trip fewer per job);
         # earlier commits must not, or a crash after them would go unrecovered.
-        lease = _worker_state["lease"] if final and work.new_run is None else None
+        lease = worker_state["lease"] if final and work.new_run is None else None
         encoded = encode_events(work.events)
         won = self.store.commit(
             self.workflow_id, work.length, encoded=encoded, meta=work.meta, dispatch=work.dispatch,
@@ -480,7 +445,7 @@ class Step:
         if won and encoded:
             self._tip = encoded[-1]
         if won and lease is not None:
-            _worker_state["released"] = True
+            worker_state["released"] = True
         if won and (work.notify or work.new_run is not None):
             observability.ended(work.notify or "continued")
         return won

@@ -382,7 +382,7 @@ class Worker(SimpleWorker):
         if not (job.func_name or "").startswith(_DURABLE_JOBS):
             return 0
         ids = dict(zip(("workflow_id", "run_id", "seq", "attempt"), job.args, strict=False))  # as a step logs them
-        log.warning("recovering job %s (%s): %s", job.id, job.description, why, extra=ids)
+        log.warning("recovering %s %s: %s", job.func_name, tuple(job.args), why, extra=ids)
         # Back to the job's home queue: if it came from a worker's own queue, that worker is gone.
         home = (job.meta or {}).get("durable_home") or job.origin
         again = Dispatch(job.func_name or "", tuple(job.args), home, description=job.description or "", front=True)

@@ -119,7 +119,7 @@ def test_the_recovery_of_a_dead_workers_job_names_its_workflow(client, records):
     client.store.hold_leases([job.id], ttl=0.01)
     time.sleep(0.05)
     assert durable.Worker(["durable"], connection=client.conn, lease_ttl=1).recover() == 1
-    (recovered,) = [r for r in records if r.getMessage().startswith("recovering job")]
+    (recovered,) = [r for r in records if r.getMessage().startswith("recovering durable.runtime.advance")]
     assert recovered.levelno == logging.WARNING and "its worker stopped renewing the lease" in recovered.getMessage()
     assert ids(recovered) == ("lost", handle.describe()["run_id"], None, None, None)
 

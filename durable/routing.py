@@ -1,0 +1,59 @@
+"""Where a step's jobs go, and the per-process state the steps of one worker share.
+
+The job paths (``durable.runtime.advance`` ...) are stored in RQ jobs, so they
+are a contract. ``durable.Worker`` tells the job functions, through
+``use_cache`` and ``lease_job``, which generator cache and own queue it has
+and which job's lease it holds; a step reads that here to keep its run warm,
+route the run's next jobs to this worker, and end the lease in its last commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .cache import GeneratorCache
+from .records import Dispatch, Meta
+from .store import Store
+
+__all__ = [
+    "ADVANCE", "RUN_ACTIVITY", "FIRE_TIMER", "advance_dispatch", "wake_dispatch", "use_cache", "lease_job",
+    "lease_released", "worker_state",
+]
+
+ADVANCE = "durable.runtime.advance"
+RUN_ACTIVITY = "durable.runtime.run_activity"
+FIRE_TIMER = "durable.runtime.fire_timer"
+def advance_dispatch(workflow_id: str, run_id: str, queue: str) -> Dispatch:
+    return Dispatch(ADVANCE, (workflow_id, run_id), queue, description=f"durable advance {workflow_id}")
+
+
+# The worker that runs jobs in this process (durable.Worker sets it): its generator cache
+# and its Store, reused across jobs instead of rebuilt per job.
+worker_state: dict[str, Any] = {"cache": None, "stores": {}, "lease": None, "released": False, "own": None}
+
+
+def use_cache(cache: GeneratorCache | None, own_queue: str | None = None) -> None:
+    """Make the job functions in this process keep suspended runs in ``cache``, and route
+    the next steps of those runs to ``own_queue`` (this worker's own queue)."""
+    worker_state["cache"] = cache
+    worker_state["own"] = own_queue if cache is not None and cache.size else None
+
+
+def wake_dispatch(store: Store, workflow_id: str, meta: Meta) -> Dispatch:
+    """An ``advance`` job for ``meta``'s run: to the worker that keeps its generator if it
+    is alive (a cache hit there), else to the workflow's queue."""
+    if meta.owner and store.is_alive(meta.owner):
+        return Dispatch(ADVANCE, (workflow_id, meta.run_id), meta.owner, home=meta.queue,
+                        description=f"durable advance {workflow_id}")
+    return advance_dispatch(workflow_id, meta.run_id, meta.queue)
+
+
+def lease_job(job_id: str | None) -> None:
+    """Tell the job functions which job's lease the worker holds (None: none)."""
+    worker_state["lease"] = job_id
+    worker_state["released"] = False
+
+
+def lease_released() -> bool:
+    """Whether the last job's final commit already ended its lease."""
+    return bool(worker_state["released"])
