@@ -250,6 +250,8 @@ class WorkflowHandle:
         return [entry.as_dict() for entry in self.entries()]
 
     def entries(self) -> Iterator[HistoryEntry]:
+        """The recorded events, oldest first, as ``HistoryEntry`` records (``index``, ``type``,
+        ``seq``, ``time``, ``details``); ``history()`` gives the same events as flat dicts."""
         events: list[Event] = self.client.store.history(self.id)
         if not events:
             self.client.store.meta(self.id)  # WorkflowNotFound for an unknown id

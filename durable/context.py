@@ -43,6 +43,7 @@ class ActivityInfo:
 
     @property
     def idempotency_key(self) -> str:
+        """``"<workflow id>:<run id>:<seq>"``: stable across retries and re-runs of this call."""
         return f"{self.workflow_id}:{self.run_id}:{self.seq}"
 
 

@@ -92,6 +92,7 @@ class Activity(Generic[F]):
         _local[self.path] = self
 
     def __call__(self, *args: Any, **kwargs: Any) -> ActivityCall:
+        """A command that runs this activity with these arguments; ``yield`` it inside a workflow."""
         return ActivityCall.make(self.path, args, kwargs, self.defaults)
 
     def options(
