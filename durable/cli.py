@@ -48,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help (0), or a usage error already printed on one line (2)
         return exc.code if isinstance(exc.code, int) else 2
+    # Every subcommand may unpickle the user's values (history, results, arguments), which
+    # name the user's classes: make the working directory importable, as `python -m` does.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         return int(args.func(args) or 0)
     except WorkflowFailed as exc:  # its str() ends with the worker's traceback: `result --json` prints that
