@@ -9,17 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random as _random
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 from . import clock, observability
+from .commands import RecordValue
 from .context import ActivityInfo, in_activity
 from .errors import ActivityTimeout, PayloadTooLarge, SerializationError
-from .events import ActivityCompleted, ActivityFailedEvent, ActivityRetrying, ActivityScheduled, ErrorInfo, Event
+from .events import (
+    ActivityCompleted,
+    ActivityFailedEvent,
+    ActivityRetrying,
+    ActivityScheduled,
+    ErrorInfo,
+    Event,
+    ValueRecorded,
+)
 from .registry import resolve
 from .serialization import dumps
 
@@ -116,3 +129,24 @@ async def _await(awaitable: object) -> object:
 def _summary(error: ErrorInfo) -> dict[str, object]:
     """A retry record keeps text only: the exception object matters only for the last attempt."""
     return {"type": error.type, "message": error.message, "traceback": error.traceback}
+
+
+def record_value(seq: int, command: RecordValue, now: float) -> ValueRecorded:
+    """The event recording a ``durable.now()``/``uuid4()``/``random()``/``side_effect()``
+    value, computed once, here, when first reached; replays read it from history. An
+    error (or a value that cannot be stored) is recorded too, and raised at the yield."""
+    try:
+        if command.what == "now":
+            value: Any = datetime.fromtimestamp(now, UTC)
+        elif command.what == "uuid4":
+            value = uuid.uuid4()
+        elif command.what == "random":
+            value = _random.random()
+        else:
+            assert command.fn is not None
+            value = command.fn(*command.args, **command.kwargs)
+        dumps(value, f"the value of {command.what}")
+        return ValueRecorded(seq=seq, time=now, what=command.what, value=value)
+    except Exception as exc:
+        error = ErrorInfo.from_exception(exc).to_dict()
+        return ValueRecorded(seq=seq, time=now, what=command.what, error=error)

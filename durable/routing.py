@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import clock
 from .cache import GeneratorCache
+from .events import CancelRequested
 from .records import Dispatch, Meta
 from .store import Store
 
 __all__ = [
     "ADVANCE", "RUN_ACTIVITY", "FIRE_TIMER", "advance_dispatch", "wake_dispatch", "use_cache", "lease_job",
-    "lease_released", "worker_state",
+    "lease_released", "worker_state", "request_cancel",
 ]
 
 ADVANCE = "durable.runtime.advance"
@@ -57,3 +59,18 @@ def lease_job(job_id: str | None) -> None:
 def lease_released() -> bool:
     """Whether the last job's final commit already ended its lease."""
     return bool(worker_state["released"])
+
+
+def request_cancel(store: Store, workflow_id: str, reason: str = "") -> bool:
+    """Ask a running workflow to cancel: ``Cancelled`` is raised at its current ``yield``.
+
+    Returns False when it was asked already. Raises ``WorkflowNotFound`` for an
+    unknown id or one that has ended.
+    """
+    from_events = CancelRequested(time=clock.now(), reason=reason)
+    return store.send_to_running(
+        workflow_id, from_events, "cancel",
+        lambda meta: wake_dispatch(store, workflow_id, meta),
+        meta_fields={"cancel_requested": "1"},
+        skip=lambda meta: meta.cancel_requested,
+    )

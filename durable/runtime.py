@@ -29,11 +29,12 @@ from .routing import (
     advance_dispatch,
     lease_job,
     lease_released,
+    request_cancel,
     use_cache,
     wake_dispatch,
     worker_state,
 )
-from .step import KEEP_RUNS_ENV, Step, request_cancel
+from .step import KEEP_RUNS_ENV, Step
 from .store import Store
 
 __all__ = [

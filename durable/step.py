@@ -12,14 +12,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import random as _random
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from . import clock, observability
-from .activities import MISSING_CODE_RETRY, AttemptOutcome, run_attempt
+from .activities import MISSING_CODE_RETRY, AttemptOutcome, record_value, run_attempt
 from .cache import CachedRun, GeneratorCache
 from .commands import ActivityCall, Command, Patched, RecordValue, StartChild, StartTimer, WaitSignal
 from .context import ActivityInfo
@@ -32,7 +30,6 @@ from .errors import (
 )
 from .events import (
     ActivityScheduled,
-    CancelRequested,
     ChildCompleted,
     ChildFailed,
     ErrorInfo,
@@ -47,17 +44,11 @@ from .events import (
 )
 from .registry import resolve
 from .replay import Decision, Replayer
-from .routing import (
-    FIRE_TIMER,
-    RUN_ACTIVITY,
-    advance_dispatch,
-    wake_dispatch,
-    worker_state,
-)
+from .routing import FIRE_TIMER, RUN_ACTIVITY, advance_dispatch, request_cancel, worker_state
 from .serialization import dumps, encode_events, loads
 from .store import TERMINAL, Delivery, Dispatch, Meta, NewRun, NewWorkflow, Store, validate_workflow_id
 
-__all__ = ["Step", "request_cancel", "KEEP_RUNS_ENV", "MAX_ROUNDS"]
+__all__ = ["Step", "KEEP_RUNS_ENV", "MAX_ROUNDS"]
 
 
 log = logging.getLogger("durable.runtime")
@@ -162,8 +153,8 @@ class Step:
             try:
                 replayer = self._replayer(meta)
             except Exception as exc:
-                self._hold(f"cannot load workflow code {meta.path}: {type(exc).__name__}: {exc}")
-                return True
+                reason = f"cannot load workflow code {meta.path}: {type(exc).__name__}: {exc}"
+                return self._hold_recording(reason, meta, events)
             length = len(events)
         replayer.feed(events)
         work = _Round(length=length)
@@ -186,8 +177,7 @@ class Step:
             try:
                 decision = replayer.step()
             except NonDeterminismError as exc:
-                self._hold(str(exc))
-                return True
+                return self._held_round(str(exc), work, replayer)
             observability.decided(decision)
             if decision.kind == "wait":
                 if self.timer is not None and self.timer in decision.waiting and not fired:
@@ -296,23 +286,8 @@ class Step:
         return new
 
     def _value(self, seq: int, command: RecordValue, now: float) -> ValueRecorded:
-        if seq not in self._values:
-            try:
-                if command.what == "now":
-                    value: Any = datetime.fromtimestamp(now, UTC)
-                elif command.what == "uuid4":
-                    value = uuid.uuid4()
-                elif command.what == "random":
-                    value = _random.random()
-                else:
-                    assert command.fn is not None
-                    value = command.fn(*command.args, **command.kwargs)
-                dumps(value, f"the value of {command.what}")
-                event = ValueRecorded(seq=seq, time=now, what=command.what, value=value)
-            except Exception as exc:
-                error = ErrorInfo.from_exception(exc).to_dict()
-                event = ValueRecorded(seq=seq, time=now, what=command.what, error=error)
-            self._values[seq] = event
+        if seq not in self._values:  # computed once per job, however many rounds it takes
+            self._values[seq] = record_value(seq, command, now)
         return self._values[seq]
 
     def _start_child(self, meta: Meta, seq: int, command: StartChild, now: float, work: _Round) -> list[Event]:
@@ -459,25 +434,48 @@ class Step:
                 log.debug("child %s not cancelled", child, exc_info=True)
 
     def _hold(self, reason: str) -> None:
-        """Keep the workflow as it is and say why it cannot move: fixing the code and
-        re-advancing it (or deploying the missing module) lets it continue."""
+        """Keep the workflow as it is and say why it cannot move. Deploying code that
+        replays (or the missing module) lets it continue: every worker that starts
+        advances the held workflows again (``Store.wake_held``)."""
         observability.held(reason)
-        self.store.set_fields(self.workflow_id, {"stuck": reason})
+        self.store.hold(self.workflow_id, reason)
+
+    def _hold_recording(self, reason: str, meta: Meta, events: list[Event]) -> bool:
+        """Hold a workflow whose code cannot be loaded, still recording what this job
+        brings (an activity's outcome, a due timer): only history needs reading for that."""
+        bare = Replayer(_unloadable, workflow_id=self.workflow_id, run_id=self.run_id, name=meta.name)
+        bare.feed(events)
+        work = _Round(length=len(events))
+        own = self._own_contribution(meta, bare)
+        if own is None:  # a timer that is not due: it was queued again
+            return True
+        work.events += own.events
+        work.dispatch += own.dispatch
+        bare.feed(own.events)
+        return self._held_round(reason, work, bare)
+
+    def _held_round(self, reason: str, work: _Round, replayer: Replayer) -> bool:
+        """Hold the workflow, but record what this job brings: an activity's outcome or a
+        due timer is a fact whatever the code, and no job would bring it again. Once code
+        that replays is deployed, the workflow finds it in history."""
+        if self.timer is not None and not any(isinstance(e, TimerFired) for e in work.events):
+            fire_at = getattr(replayer.open_command(self.timer), "fire_at", None)
+            if fire_at is not None and clock.now() >= fire_at:
+                work.events.append(TimerFired(seq=self.timer, time=clock.now()))
+        if not (work.events or work.dispatch):
+            self._hold(reason)
+            return True
+        self._held = reason  # the commit writes it, and lists the workflow as held
+        if not self._commit(work, replayer, final=True):
+            return False
+        observability.held(reason)
+        return True
 
 
-def request_cancel(store: Store, workflow_id: str, reason: str = "") -> bool:
-    """Ask a running workflow to cancel: ``Cancelled`` is raised at its current ``yield``.
-
-    Returns False when it was asked already. Raises ``WorkflowNotFound`` for an
-    unknown id or one that has ended.
-    """
-    from_events = CancelRequested(time=clock.now(), reason=reason)
-    return store.send_to_running(
-        workflow_id, from_events, "cancel",
-        lambda meta: wake_dispatch(store, workflow_id, meta),
-        meta_fields={"cancel_requested": "1"},
-        skip=lambda meta: meta.cancel_requested,
-    )
+def _unloadable() -> Any:
+    """Stands in for workflow code that cannot be imported: only history is read."""
+    raise RuntimeError("the workflow's code could not be loaded")
+    yield  # a generator function, like any workflow
 
 
 @dataclass(frozen=True)

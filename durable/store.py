@@ -16,6 +16,8 @@ Shared::
 
     durable:workflows      zset  workflow id -> creation time (for listing)
     durable:leases         zset  RQ job id -> lease expiry (jobs in the hands of a live worker)
+    durable:held           set   ids of held workflows (code that cannot replay or load): advanced
+                                 again by every worker that starts, in case it brings the fix
     durable:sticky         set   workers' own queues (durable-w-<worker>) that may hold jobs
     durable:alive:<queue>  str   present while the worker serving that own queue lives (PX)
     durable:worker:<name>  hash  a worker's counters (cache hits/misses, jobs), refreshed by it (PX)
@@ -219,6 +221,10 @@ class Store(Reads, Upkeep):
         return f"{self.prefix}:workflows"
 
     @property
+    def held_key(self) -> str:
+        return f"{self.prefix}:held"
+
+    @property
     def leases_key(self) -> str:
         return f"{self.prefix}:leases"
 
@@ -326,6 +332,10 @@ class Store(Reads, Upkeep):
             pipe.rpush(history_key, *encoded[start:start + _RPUSH_CHUNK])
         fields = {"updated_at": repr(clock.now()), **(meta or {})}
         pipe.hset(self.meta_key(workflow_id), mapping=_mapping(fields))
+        if fields.get("stuck") == "":  # it moves again
+            pipe.srem(self.held_key, workflow_id)
+        elif fields.get("stuck"):
+            pipe.sadd(self.held_key, workflow_id)
         for item in dispatch:
             self._enqueue(item, pipe)
         for child in children:
@@ -429,6 +439,29 @@ class Store(Reads, Upkeep):
 
     def set_fields(self, workflow_id: str, fields: dict[str, Any]) -> None:
         self.conn.hset(self.meta_key(workflow_id), mapping=_mapping(fields))
+
+    def hold(self, workflow_id: str, reason: str) -> None:
+        """Mark a workflow held (``stuck``) and list it, so that workers starting with new
+        code advance it again (``wake_held``)."""
+        pipe = self.conn.pipeline(transaction=True)
+        pipe.hset(self.meta_key(workflow_id), "stuck", reason)
+        pipe.sadd(self.held_key, workflow_id)
+        pipe.execute()
+
+    def wake_held(self, wake: Callable[[Meta], Dispatch]) -> int:
+        """Enqueue an ``advance`` for every held workflow still running (a worker does this as
+        it starts: a deploy may have brought the code it needs); returns how many."""
+        ids = sorted(item.decode() for item in cast(set[bytes], self.conn.smembers(self.held_key)))
+        jobs = []
+        for workflow_id in ids:
+            raw = cast(dict[bytes, bytes], self.conn.hgetall(self.meta_key(workflow_id)))
+            meta = Meta.decode(workflow_id, raw) if raw else None
+            if meta is None or meta.status in TERMINAL or not meta.stuck:
+                self.conn.srem(self.held_key, workflow_id)
+                continue
+            jobs.append(wake(meta))
+        self.enqueue(jobs)
+        return len(jobs)
 
     def enqueue(self, items: Iterable[Dispatch]) -> None:
         """Enqueue jobs outside any history write (re-dispatch, early timers)."""

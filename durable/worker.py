@@ -42,7 +42,7 @@ from rq.job import Job
 from rq.queue import Queue
 
 from .cache import CACHE_SIZE_ENV, GeneratorCache
-from .runtime import lease_job, lease_released, use_cache
+from .runtime import lease_job, lease_released, use_cache, wake_dispatch
 from .store import Dispatch, Store
 
 __all__ = ["Worker", "LEASE_TTL_ENV", "CACHE_SIZE_ENV", "STOP_TIMEOUT_ENV", "DEFAULT_CACHE_SIZE"]
@@ -158,6 +158,12 @@ class Worker(SimpleWorker):
         self._stop.clear()
         if self.own_queue:
             self.store.mark_alive(self.own_queue, self.lease_ttl)
+        try:  # this worker may bring the code a held workflow waits for: let them try again
+            woken = self.store.wake_held(lambda meta: wake_dispatch(self.store, meta.workflow_id, meta))
+            if woken:
+                log.info("advancing %d held workflow(s) again with this worker's code", woken)
+        except (redis.ConnectionError, redis.TimeoutError):
+            log.warning("could not look for held workflows: Redis unreachable")
         self._keeper = threading.Thread(target=self._keep, name="durable-lease-keeper", daemon=True)
         self._keeper.start()
         try:

@@ -449,3 +449,14 @@ def observed(name: str):
     loud = yield shout(greeting)
     retried = yield fails_first_time(name)
     return loud, retried
+
+
+@durable.workflow
+def shape_then_work():
+    """Its first command depends on MODE (a deploy that changes it breaks replay)."""
+    if MODE["activity"] == "add":
+        yield add(1, 1)
+    else:
+        yield double(1)
+    total = yield add(20, 22)
+    return total
