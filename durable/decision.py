@@ -73,8 +73,9 @@ def check_match(what: str, seq: int, command: Command, recorded: Event) -> None:
     rec_kind = getattr(recorded, "kind", recorded.type)
     rec_name = getattr(recorded, "name", rec_kind)
     if rec_kind != command.kind or rec_name != command.name:
+        recorded_text = rec_kind if rec_name == rec_kind else f"{rec_kind} {rec_name}"  # not "timer timer"
         raise NonDeterminismError(
-            f"{what} is not deterministic at sequence {seq}: history recorded {rec_kind} {rec_name} "
+            f"{what} is not deterministic at sequence {seq}: history recorded {recorded_text} "
             f"but the code now yields {command.describe()}. {FIX_HINT}"
         )
 

@@ -245,7 +245,7 @@ class Replayer:
                     if type(event) is ActivityCompleted:
                         action = functools.partial(gen.send, event.result)
                     else:
-                        ok, value = self._outcome_of(seq, event)
+                        ok, value = self._outcome_of(seq, event, recorded)
                         action = functools.partial(gen.send if ok else gen.throw, value)
                     self._resume(action, replaying=index < self._last_command_index)
                     continue
@@ -322,12 +322,12 @@ class Replayer:
         ok, value = self._outcome_of(node.seq, event)
         return _Answer(index, ok, value)
 
-    def _outcome_of(self, seq: int, event: Event) -> tuple[bool, Any]:
+    def _outcome_of(self, seq: int, event: Event, recorded: Event | None = None) -> tuple[bool, Any]:
         if isinstance(event, ActivityCompleted):
             return True, event.result
         if isinstance(event, ActivityFailedEvent):
             info = event.error_info()
-            activity = getattr(self._scheduled.get(seq), "activity", "?")
+            activity = getattr(recorded or self._scheduled.get(seq), "activity", "?")
             return False, ActivityFailed(activity, info.type, info.message, info.traceback, info.exception,
                                          event.attempt)
         if isinstance(event, ChildCompleted):

@@ -27,7 +27,7 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, cast
 
@@ -86,8 +86,8 @@ class WorkflowEnvironment:
 
     @property
     def now(self) -> datetime:
-        """The virtual time, as an aware UTC datetime."""
-        return datetime.fromtimestamp(self._now).astimezone()
+        """The virtual time, as an aware datetime in UTC (like ``durable.now()`` in workflows)."""
+        return datetime.fromtimestamp(self._now, UTC)
 
     # -- arranging ------------------------------------------------------------------------
     def replace(self, activity: Activity[Any], fake: Callable[..., Any]) -> None:
@@ -153,6 +153,7 @@ class WorkflowEnvironment:
         self._drain()
 
     def history(self, handle: WorkflowHandle) -> list[dict[str, Any]]:
+        """The workflow's recorded events as dicts, oldest first (``handle.history()``)."""
         return handle.history()
 
     # -- internals -------------------------------------------------------------------------------

@@ -136,3 +136,25 @@ def test_is_replaying_is_true_until_the_last_recorded_command():
     decision = run(flow, completed(3))
     assert decision.kind == "schedule"
     assert flags == [True, True, False]
+
+
+def test_a_failure_names_its_activity():
+    def flow():
+        yield step(0)
+        try:
+            yield step(1)
+        except durable.ActivityFailed as exc:
+            return str(exc)
+
+    events = completed(1) + [ActivityScheduled(seq=1, activity=step.path, args=(1,)),
+                             ActivityFailedEvent(seq=1, error=ErrorInfo("ValueError", "boom", "").to_dict())]
+    decision = run(flow, events)
+    assert decision.result.startswith(f"activity {step.path} failed"), decision.result
+
+
+def test_a_mismatched_timer_reads_naturally():
+    def flow():
+        yield step(0)
+
+    with pytest.raises(durable.NonDeterminismError, match="history recorded timer but the code now yields"):
+        run(flow, [TimerStarted(seq=0, fire_at=1.0)])
