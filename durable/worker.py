@@ -55,6 +55,7 @@ _LAST_RESORT = 10.0  # seconds after the stop timeout: a step that ignored Syste
 DEFAULT_CACHE_SIZE = 1000
 _DURABLE_JOBS = "durable.runtime."
 OWN_QUEUE_PREFIX = "durable-w-"
+OWN_STREAK = 4  # jobs in a row from its own queue before a worker looks at the shared ones first
 
 
 class DurableQueue(Queue):
@@ -148,6 +149,7 @@ class Worker(SimpleWorker):
         self.store = Store(self.connection)
         self._holding: str | None = None
         self._forced = False  # a cold stop interrupted the current job: hand it back
+        self._own_streak = 0  # jobs taken in a row from the own queue (see reorder_queues)
         self._stop_asked: float | None = None  # monotonic time of the first SIGTERM while busy
         self._limbo: dict[str, float] = {}  # job id -> when this worker first saw it dequeued but unleased
         self._stop = threading.Event()
@@ -210,20 +212,29 @@ class Worker(SimpleWorker):
             self._wait_for_redis()
 
     def reorder_queues(self, reference_queue: Queue) -> None:
-        """Take turns between the own queue and the shared ones when both have work.
+        """Look at the own queue first, but at the shared ones first after every
+        ``OWN_STREAK`` jobs in a row from it.
 
         The own queue comes first so that a run's next step finds its generator
         here; but a busy worker's own queue is never empty (each step it runs
-        queues the run's next one there), and strict priority would starve the
-        shared queues: new workflows, and the jobs of a stopped or dead worker
-        handed back to them. Among the shared queues RQ's strategy applies."""
+        queues the run's next one there), and strict priority starved the shared
+        queues: new workflows, and the jobs of a stopped or dead worker handed
+        back to them. Taking turns every time cost an extra empty LMOVE per step;
+        every few steps bounds the wait as well. Among the shared queues RQ's
+        strategy applies."""
         if not self.own_queue:
             return super().reorder_queues(reference_queue)
         own = [q for q in self._ordered_queues if q.name == self.own_queue]
         shared = [q for q in self._ordered_queues if q.name != self.own_queue]
         if reference_queue.name == self.own_queue:
-            self._ordered_queues = shared + own
+            self._own_streak += 1
+            if self._own_streak >= OWN_STREAK:
+                self._own_streak = 0
+                self._ordered_queues = shared + own
+            else:
+                self._ordered_queues = own + shared
             return None
+        self._own_streak = 0
         self._ordered_queues = shared
         matching = [q for q in shared if q.name == reference_queue.name]
         if matching:
