@@ -12,9 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import DurableError, NonDeterminismError
-from .registry import resolve
-from .replay import Replayer
-from .serialization import loads
+from .registry import replayer_for
 from .store import TERMINAL, Store
 
 __all__ = ["ReplayReport", "replay_workflow", "replay_many"]
@@ -40,10 +38,7 @@ def replay_workflow(store: Store, workflow_id: str) -> ReplayReport:
     meta = store.meta(workflow_id)
     try:
         _, history = store.load(workflow_id)
-        target = resolve(meta.path)
-        args, kwargs = loads(meta.input, f"the arguments of workflow {workflow_id}")
-        replayer = Replayer(getattr(target, "func", target), args, kwargs, workflow_id=workflow_id,
-                            run_id=meta.run_id, name=meta.name)
+        replayer = replayer_for(meta)
         replayer.feed(history)
         decision = replayer.step()
     except NonDeterminismError as exc:

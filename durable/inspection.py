@@ -21,9 +21,7 @@ from . import clock, timeline
 from .commands import ActivityCall, AllOf, AnyOf, Command, RecordValue, StartChild, StartTimer, WaitSignal
 from .display import call_text, short, span, when
 from .events import ActivityRetrying, ErrorInfo, Event
-from .registry import resolve
-from .replay import Replayer
-from .serialization import loads
+from .registry import replayer_for
 from .store import TERMINAL, Store
 
 __all__ = ["Frame", "Waiting", "Inspection", "inspect_workflow", "render"]
@@ -95,10 +93,7 @@ def inspect_workflow(store: Store, workflow_id: str) -> Inspection:
     meta, history = store.load(workflow_id)  # no pack=: an operator's look must not write
     if meta is None:
         meta = store.meta(workflow_id)  # raises WorkflowNotFound
-    target = resolve(meta.path)
-    args, kwargs = loads(meta.input, f"the arguments of workflow {workflow_id}")
-    replayer = Replayer(getattr(target, "func", target), args, kwargs, workflow_id=workflow_id,
-                        run_id=meta.run_id, name=meta.name)
+    replayer = replayer_for(meta)
     replayer.feed(history)
     decision = replayer.step()
     custom = replayer.custom_status

@@ -14,10 +14,14 @@ import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from .commands import ActivityCall, ActivityOptions, RetryPolicy, StartChild
 from .context import current_workflow as in_workflow_code
+
+if TYPE_CHECKING:
+    from .records import Meta
+    from .replay import Replayer
 
 __all__ = ["Workflow", "Activity", "workflow", "activity", "resolve", "import_path"]
 
@@ -195,3 +199,21 @@ def resolve(path: str) -> Any:
                 "Deploy code that still defines it so that running workflows can finish"
             )
     return _local.get(path, obj)
+
+
+def replayer_for(meta: Meta) -> Replayer:
+    """A replayer for the stored run ``meta`` describes: its workflow code found by import
+    path, its arguments unpickled. Workers, ``durable replay`` and ``durable inspect`` all
+    start a replay from here.
+
+    Raises:
+        ImportError: the workflow's code cannot be imported.
+        SerializationError, SignatureError: its arguments cannot be read.
+    """
+    from .replay import Replayer
+    from .serialization import loads
+
+    target = resolve(meta.path)
+    args, kwargs = loads(meta.input, f"the arguments of workflow {meta.workflow_id}")
+    return Replayer(getattr(target, "func", target), args, kwargs, workflow_id=meta.workflow_id,
+                    run_id=meta.run_id, name=meta.name)

@@ -42,10 +42,10 @@ from .events import (
     WorkflowFailedEvent,
     command_event,
 )
-from .registry import resolve
+from .registry import replayer_for, resolve
 from .replay import Decision, Replayer
 from .routing import FIRE_TIMER, RUN_ACTIVITY, advance_dispatch, request_cancel, worker_state
-from .serialization import dumps, encode_events, loads
+from .serialization import dumps, encode_events
 from .store import TERMINAL, Delivery, Dispatch, Meta, NewRun, NewWorkflow, Store, validate_workflow_id
 
 __all__ = ["Step", "KEEP_RUNS_ENV", "MAX_ROUNDS"]
@@ -223,12 +223,7 @@ class Step:
         return True
 
     def _replayer(self, meta: Meta) -> Replayer:
-        target = resolve(meta.path)
-        args, kwargs = loads(meta.input, f"the arguments of workflow {self.workflow_id}")
-        return Replayer(
-            getattr(target, "func", target), args, kwargs, workflow_id=self.workflow_id, run_id=self.run_id,
-            name=meta.name,
-        )
+        return replayer_for(meta)
 
     def _own_contribution(self, meta: Meta, replayer: Replayer) -> _Own | None:
         """The event this job brings (an activity outcome, a fired timer), or nothing.
