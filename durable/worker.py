@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import threading
@@ -352,6 +353,12 @@ class Worker(SimpleWorker):
         # Often enough to renew leases (a quarter of their TTL) and to fire timers within
         # a quarter of a second of their time.
         interval = min(0.25, max(0.05, self.lease_ttl / 4))
+        # Looking for others' lapsed leases and dead workers' own queues costs Redis work
+        # that grows with the number of workers (the rehome script checks each worker's
+        # liveness), so every worker does it less often, at a random phase: within a
+        # second, or half a lease, of a death is soon enough next to the lease itself.
+        sweep_every = max(1.0, self.lease_ttl / 2)
+        next_sweep = time.monotonic() + random.uniform(0, sweep_every)
         rounds = 0
         while not self._stop.wait(interval):
             rounds += 1
@@ -364,8 +371,10 @@ class Worker(SimpleWorker):
                     self._enforce_stop_timeout()
                 if self.own_queue:
                     self.store.mark_alive(self.own_queue, self.lease_ttl)
-                self.recover()
-                self.store.rehome_dead()
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + sweep_every * random.uniform(0.8, 1.2)
+                    self.recover()
+                    self.store.rehome_dead()
                 self.store.promote_due(self.queue_names())
             except (redis.ConnectionError, redis.TimeoutError) as exc:  # the main loop reports outages
                 log.debug("durable lease keeper: Redis unreachable (%s), retrying", exc)
