@@ -159,6 +159,7 @@ class Metered:
             "cpu_process": self.server.cpu_process / n,
             "usec_sum": sum(self.server.usec.values()) * 1e-6 / n,
             "by_command": {name: calls / n for name, calls in self.server.calls.items()},
+            "usec_by_command": {name: usec / n for name, usec in self.server.usec.items()},
             "in_scripts_by_command": {name: calls / n for name, calls in inside.items() if calls},
             "sent_by_command": {name: calls / n for name, calls in self.client.calls.items()},
         }

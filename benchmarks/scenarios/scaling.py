@@ -93,7 +93,8 @@ def _ops_per_step(ctx: Context) -> dict[str, dict[str, Any]]:
     with RedisServer("everysec") as everysec, RedisServer("always") as always:
         conns = {"everysec": everysec.client(), "always": always.client()}
         plan = [("queued", "everysec", _queued, flows.sequence), ("inline", "everysec", _queued, flows.inline_sequence),
-                ("rq_hop", "everysec", _rq_hop, None), ("queued_always", "always", _queued, flows.sequence),
+                ("rq_hop", "everysec", _rq_hop, None), ("ping", "everysec", _pings, None),
+                ("queued_always", "always", _queued, flows.sequence),
                 ("inline_always", "always", _queued, flows.inline_sequence)]
         for _, fsync, work, workflow in plan:  # warm-up: imports, connections, script loads
             work(conns[fsync], 2, workflow)
@@ -134,6 +135,15 @@ def _rq_hop(conn: Any, workflows: int, _: Any) -> int:
     if len(worker.marks) != hops:
         raise RuntimeError(f"raw RQ chain ran {len(worker.marks)} jobs, expected {hops}")
     return hops
+
+
+def _pings(conn: Any, workflows: int, _: Any) -> int:
+    """PING round trips, one client: the unit to compare another machine's Redis with (a step
+    costs the server so many PINGs' worth of CPU)."""
+    count = workflows * LENGTH * 10
+    for _ in range(count):
+        conn.ping()
+    return count
 
 
 def _median_of(values: list[dict[str, Any]]) -> dict[str, Any]:
@@ -243,7 +253,8 @@ def _idle(conn: Any, seconds: float) -> dict[str, Any]:
     d = delta(before, sample(conn))
     return {"commands_per_s": d.commands / d.seconds, "cpu_main_per_s": d.cpu_main / d.seconds,
             "evalsha_per_s": d.calls.get("evalsha", 0) / d.seconds,
-            "by_command_per_s": {n: c / d.seconds for n, c in sorted(d.calls.items())}}
+            "by_command_per_s": {n: c / d.seconds for n, c in sorted(d.calls.items())},
+            "usec_by_command_per_s": {n: u / d.seconds for n, u in sorted(d.usec.items())}}
 
 
 def _cache_counters(conn: Any, procs: list[Any]) -> tuple[int, int]:
@@ -272,11 +283,25 @@ def _ceiling(ops: dict[str, Any], load: dict[str, Any], counts: list[int]) -> di
     per_step = ops["queued"]["cpu_main"]
     base = load["baseline"]["cpu_main_per_s"]
     a, b = _fit_background({c: max(load["idle"][c]["cpu_main_per_s"] - base, 0.0) for c in counts})
-    per_worker_rate = load["io"][counts[0]]["rate"]  # one worker, 20 ms I/O activities
-    # Workers W at which base + W * rate * per_step + a*W + b*W^2 = HEADROOM (one core's share).
-    linear, budget = per_worker_rate * per_step + a, HEADROOM - base
-    workers = budget / linear if b <= 0 else (-linear + math.sqrt(linear ** 2 + 4 * b * budget)) / (2 * b)
+    # The part that surely grows with the square of the workers: every worker's keeper checks every
+    # worker's liveness (EXISTS in the rehome script) 4 times a second. Its executed time alone is a
+    # floor for the quadratic term, however noisy the fit of the idle CPU is.
     top = counts[-1]
+    idle_top = load["idle"][top]
+    exists_per_s = idle_top["by_command_per_s"].get("exists", 0.0)
+    exists_cpu = idle_top["usec_by_command_per_s"].get("exists", 0.0) * 1e-6  # seconds per second
+    b = max(b, exists_cpu / top ** 2)
+    per_worker_rate = load["io"][counts[0]]["rate"]  # one worker, 20 ms I/O activities
+    overhead = 1 / per_worker_rate - flows.IO_SECONDS  # what a step adds to the activity's own wait
+
+    def workers_for(rate: float) -> float:
+        """Workers W at which base + W * rate * per_step + a*W + b*W^2 = HEADROOM (one core's share)."""
+        linear, budget = rate * per_step + a, HEADROOM - base
+        return budget / linear if b <= 0 else (-linear + math.sqrt(linear ** 2 + 4 * b * budget)) / (2 * b)
+
+    workers = workers_for(per_worker_rate)
+    by_duration = {str(d): {"per_worker_rate": 1 / (d + overhead), "workers": workers_for(1 / (d + overhead)),
+                            "steps": workers_for(1 / (d + overhead)) / (d + overhead)} for d in (0.02, 0.2, 1.0)}
     measured = {}
     for label, figures in (("io_top", load["io"][top]), ("drive", load["drive"])):
         if figures and figures["redis_main"] > 0:
@@ -287,9 +312,17 @@ def _ceiling(ops: dict[str, Any], load: dict[str, Any], counts: list[int]) -> di
         "steps_headroom": HEADROOM / per_step,
         "inline_steps_headroom": HEADROOM / ops["inline"]["cpu_main"],
         "background_fit": {"server_alone": base, "per_worker": a, "per_worker_squared": b},
+        "liveness_checks": {"workers": top, "exists_per_s": exists_per_s, "exists_cpu_per_s": exists_cpu,
+                            "usec_per_exists": exists_cpu * 1e6 / exists_per_s if exists_per_s else None,
+                            "idle_workers_share_of_a_core": {str(w): base + a * w + b * w * w
+                                                             for w in (16, 100, 200, 500)}},
         "per_worker_rate": per_worker_rate,
         "workers": workers,
         "steps_at_workers": workers * per_worker_rate,
+        "step_overhead": overhead,
+        "by_activity_seconds": by_duration,
+        "ping_equivalents_per_step": per_step / ops["ping"]["cpu_main"],
+        "redis_main_per_ping": ops["ping"]["cpu_main"],
         "from_load": measured,
         "headroom": HEADROOM,
     }
@@ -391,17 +424,25 @@ def _rows(ops: dict[str, Any], load: dict[str, Any], ceiling: dict[str, Any], co
         values=drive,
     ))
     from_load = ceiling["from_load"].get("drive")
+    by = ceiling["by_activity_seconds"]
     rows.append(Row(
         metric=f"ESTIMATE: one Redis primary at {HEADROOM:.0%} of one core (queued activity steps; the inline "
                "figure in brackets)",
         durable=f"≈ {ceiling['steps_headroom']:,.0f} steps/s (≈ {ceiling['steps_full_core']:,.0f} at 100 %) "
                 f"[inline ≈ {ceiling['inline_steps_headroom']:,.0f}]",
         peer_figure=f"from max-drive utilisation: ≈ {from_load:,.0f} steps/s" if from_load else "",
-        ratio=f"≈ {ceiling['workers']:.0f} worker processes of {flows.IO_SECONDS * 1e3:g} ms I/O activities "
-              f"({ceiling['per_worker_rate']:.0f}/s each, idle load included) ≈ "
-              f"{ceiling['steps_at_workers']:,.0f} activities/s",
+        ratio=f"reached by ≈ {ceiling['workers']:.0f} worker processes of {flows.IO_SECONDS * 1e3:g} ms I/O "
+              f"activities ({ceiling['per_worker_rate']:.0f}/s each), ≈ {by['0.2']['workers']:.0f} of 200 ms, "
+              f"≈ {by['1.0']['workers']:.0f} of 1 s (idle load included)",
         target="(estimate from the measured CPU per step)",
         values=ceiling,
+    ))
+    ping = ops["ping"]["cpu_main"]
+    rows.append(Row(
+        metric="… to transpose to other hardware: redis-server main-thread CPU per PING round trip here",
+        durable=f"{fmt_seconds(ping)}; a queued step costs ≈ {q['cpu_main'] / ping:.0f} PINGs' worth, an inline "
+                f"step ≈ {i['cpu_main'] / ping:.0f}",
+        target="(context)",
     ))
     return rows
 
