@@ -311,6 +311,9 @@ def _ceiling(ops: dict[str, Any], load: dict[str, Any], counts: list[int]) -> di
         "steps_full_core": 1 / per_step,
         "steps_headroom": HEADROOM / per_step,
         "inline_steps_headroom": HEADROOM / ops["inline"]["cpu_main"],
+        # With appendfsync always the main thread also waits in fsync, which its CPU time does not show:
+        # an upper bound.
+        "steps_headroom_always": HEADROOM / ops["queued_always"]["cpu_main"],
         "background_fit": {"server_alone": base, "per_worker": a, "per_worker_squared": b},
         "liveness_checks": {"workers": top, "exists_per_s": exists_per_s, "exists_cpu_per_s": exists_cpu,
                             "usec_per_exists": exists_cpu * 1e6 / exists_per_s if exists_per_s else None,
@@ -409,8 +412,9 @@ def _rows(ops: dict[str, Any], load: dict[str, Any], ceiling: dict[str, Any], co
         metric="… wall time per step, 1 in-process worker: appendfsync always vs everysec (queued / inline)",
         durable=f"{fmt_seconds(qa['wall'])} vs {fmt_seconds(q['wall'])} / {fmt_seconds(ia['wall'])} vs "
                 f"{fmt_seconds(i['wall'])}",
-        ratio=f"{qa['wall'] / q['wall']:.2f}× / {ia['wall'] / i['wall']:.2f}× (each write round trip waits for "
-              "an fsync)",
+        ratio=f"{qa['wall'] / q['wall']:.2f}× / {ia['wall'] / i['wall']:.2f}×; Redis main-thread CPU per queued step "
+              f"{fmt_seconds(qa['cpu_main'])} vs {fmt_seconds(q['cpu_main'])} (with always it fsyncs the AOF itself "
+              "before answering)",
         target="(context)",
     ))
     drive = load["drive"]
@@ -419,8 +423,10 @@ def _rows(ops: dict[str, Any], load: dict[str, Any], ceiling: dict[str, Any], co
         durable=f"{drive['rate']:.0f} activities/s; all processes {drive['cores_busy']:.2f} of {cpus} cores, "
                 f"redis-server's main thread {drive['redis_main']:.0%} of one core",
         ratio=f"{fmt_seconds(drive['redis_main_per_step'])} Redis CPU and {drive['commands_per_step']:.0f} "
-              f"commands per activity at that load; the workers use {drive['worker_cores']:.2f} cores",
-        target="(context: the CPUs saturate before Redis does)",
+              f"commands per activity at that load; the workers use {drive['worker_cores']:.2f} cores"
+              + ("; the CPUs saturate before Redis does" if drive["cores_busy"] >= 0.85 * cpus
+                 and drive["redis_main"] < 0.5 else ""),
+        target="(context)",
         values=drive,
     ))
     from_load = ceiling["from_load"].get("drive")
@@ -429,7 +435,8 @@ def _rows(ops: dict[str, Any], load: dict[str, Any], ceiling: dict[str, Any], co
         metric=f"ESTIMATE: one Redis primary at {HEADROOM:.0%} of one core (queued activity steps; the inline "
                "figure in brackets)",
         durable=f"≈ {ceiling['steps_headroom']:,.0f} steps/s (≈ {ceiling['steps_full_core']:,.0f} at 100 %) "
-                f"[inline ≈ {ceiling['inline_steps_headroom']:,.0f}]",
+                f"[inline ≈ {ceiling['inline_steps_headroom']:,.0f}]; appendfsync always: at most "
+                f"≈ {ceiling['steps_headroom_always']:,.0f}",
         peer_figure=f"from max-drive utilisation: ≈ {from_load:,.0f} steps/s" if from_load else "",
         ratio=f"reached by ≈ {ceiling['workers']:.0f} worker processes of {flows.IO_SECONDS * 1e3:g} ms I/O "
               f"activities ({ceiling['per_worker_rate']:.0f}/s each), ≈ {by['0.2']['workers']:.0f} of 200 ms, "
