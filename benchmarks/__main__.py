@@ -21,10 +21,11 @@ from typing import Any
 
 from . import report
 from .common import RESULTS_DIR, Context, Progress, Skip, environment, scratch_dir, stop_all
-from .scenarios import cold_replay, inline_step, memory, queued_step, throughput, warm_step
+from .scenarios import cold_replay, inline_step, memory, queued_step, scaling, throughput, warm_step
 
 SCENARIOS: dict[str, ModuleType] = {
-    module.NAME: module for module in (queued_step, inline_step, cold_replay, warm_step, throughput, memory)
+    module.NAME: module
+    for module in (queued_step, inline_step, cold_replay, warm_step, throughput, memory, scaling)
 }
 
 

@@ -94,7 +94,8 @@ def markdown(run: dict[str, Any]) -> str:
     if notes:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
     lines += ["", "Plots: `step_cost_vs_history.png` (cost per step vs history length, cached vs uncached), "
-                  "`throughput_vs_workers.png`.", ""]
+                  "`throughput_vs_workers.png`"
+              + (", `scaling_vs_workers.png`" if "scaling" in run.get("scenarios", {}) else "") + ".", ""]
     return "\n".join(lines)
 
 
@@ -178,4 +179,43 @@ def plots(run: dict[str, Any], out: Path) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
+    sc = scenarios.get("scaling", {}).get("series", {}).get("scaling_vs_workers")
+    if sc:
+        written.append(_scaling_plot(plt, sc, out))
     return written
+
+
+def _scaling_plot(plt: Any, sc: dict[str, Any], out: Path) -> Path:
+    """Throughput vs worker processes beside the CPU it took, with the two caps: this box's
+    CPUs and one Redis primary (estimated)."""
+    rates = sc["activities_per_second"]
+    xs = sorted(int(k) for k in rates)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.plot(xs, [rates[str(x)] for x in xs], marker="o", label="durable (measured)")
+    left.plot(xs, [rates[str(xs[0])] * x / xs[0] for x in xs], linestyle="--", label="linear from 1 worker")
+    left.axhline(sc["cpu_cap"], color="grey", linestyle=":",
+                 label=f"this box's {sc['cpus']} CPUs (CPU per activity)")
+    left.axhline(sc["ceiling_estimate"], color="red", linestyle="-.",
+                 label=f"one Redis primary at {sc.get('headroom', 0.7):.0%} of a core (estimate)")
+    left.set_xscale("log", base=2)
+    left.set_xticks(xs, [str(x) for x in xs])
+    left.set_xlabel("worker processes")
+    left.set_ylabel("activities / s (20 ms I/O each)")
+    left.set_title("Throughput vs workers")
+    left.grid(True, alpha=0.3)
+    left.legend(fontsize="small")
+    right.plot(xs, [sc["cores_busy"][str(x)] for x in xs], marker="o", label="all processes (cores busy)")
+    right.plot(xs, [sc["redis_main_thread"][str(x)] for x in xs], marker="s", label="redis-server's main thread")
+    right.axhline(sc["cpus"], color="grey", linestyle=":", label=f"{sc['cpus']} CPUs")
+    right.set_xscale("log", base=2)
+    right.set_xticks(xs, [str(x) for x in xs])
+    right.set_xlabel("worker processes")
+    right.set_ylabel("cores")
+    right.set_title("CPU during those rounds")
+    right.grid(True, alpha=0.3)
+    right.legend(fontsize="small")
+    fig.tight_layout()
+    path = out / "scaling_vs_workers.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
