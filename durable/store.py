@@ -46,15 +46,13 @@ from . import clock
 from .errors import WorkflowNotFound
 from .events import Event
 from .reads import PACK_SIZE, Reads
-from .records import Delivery, Dispatch, Meta, NewRun, NewWorkflow, validate_workflow_id
+from .records import TERMINAL, Delivery, Dispatch, Meta, NewRun, NewWorkflow, validate_workflow_id
 from .serialization import encode_event, encode_events
 from .upkeep import Upkeep
 
 __all__ = [
     "Store", "Dispatch", "NewWorkflow", "Delivery", "NewRun", "Meta", "validate_workflow_id", "TERMINAL", "PACK_SIZE",
 ]
-
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 # KEYS[1] = leases zset; ARGV[1] = now (unix seconds), ARGV[2] = max ids to claim.
 # Removes and returns up to ARGV[2] members whose expiry has passed. Only one
@@ -180,8 +178,8 @@ class Store(Reads, Upkeep):
 
     Keys, scripts and writes (commits, creation, deliveries) live here; reads
     (meta, history, listings) come from ``Reads`` and the workers' housekeeping
-    (leases, recovery, own queues, timer promotion) from ``Upkeep``, both of
-    which use the keys and scripts defined in this module.
+    (leases, recovery, own queues, timer promotion, held workflows) from
+    ``Upkeep``, both of which use the keys and scripts defined in this module.
     """
 
     def __init__(self, conn: redis.Redis, prefix: str = "durable") -> None:
@@ -439,29 +437,6 @@ class Store(Reads, Upkeep):
 
     def set_fields(self, workflow_id: str, fields: dict[str, Any]) -> None:
         self.conn.hset(self.meta_key(workflow_id), mapping=_mapping(fields))
-
-    def hold(self, workflow_id: str, reason: str) -> None:
-        """Mark a workflow held (``stuck``) and list it, so that workers starting with new
-        code advance it again (``wake_held``)."""
-        pipe = self.conn.pipeline(transaction=True)
-        pipe.hset(self.meta_key(workflow_id), "stuck", reason)
-        pipe.sadd(self.held_key, workflow_id)
-        pipe.execute()
-
-    def wake_held(self, wake: Callable[[Meta], Dispatch]) -> int:
-        """Enqueue an ``advance`` for every held workflow still running (a worker does this as
-        it starts: a deploy may have brought the code it needs); returns how many."""
-        ids = sorted(item.decode() for item in cast(set[bytes], self.conn.smembers(self.held_key)))
-        jobs = []
-        for workflow_id in ids:
-            raw = cast(dict[bytes, bytes], self.conn.hgetall(self.meta_key(workflow_id)))
-            meta = Meta.decode(workflow_id, raw) if raw else None
-            if meta is None or meta.status in TERMINAL or not meta.stuck:
-                self.conn.srem(self.held_key, workflow_id)
-                continue
-            jobs.append(wake(meta))
-        self.enqueue(jobs)
-        return len(jobs)
 
     def enqueue(self, items: Iterable[Dispatch]) -> None:
         """Enqueue jobs outside any history write (re-dispatch, early timers)."""

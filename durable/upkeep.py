@@ -1,14 +1,16 @@
-"""Workers' housekeeping on Redis: leases, recovery of lost jobs, own queues, due timers.
+"""Workers' housekeeping on Redis: leases, recovery of lost jobs, own queues, due timers,
+held workflows.
 
 A mixin of ``Store``: every key name and Lua script it uses is defined in
-``store.py`` (``leases_key``, ``sticky_key``, ``alive_key``, ``_CLAIM_EXPIRED``,
-``_REHOME``), so that one module still says what durable keeps in Redis; this
-one only holds the operations that keep workers' jobs from getting lost.
+``store.py`` (``leases_key``, ``sticky_key``, ``alive_key``, ``held_key``,
+``_CLAIM_EXPIRED``, ``_REHOME``), so that one module still says what durable
+keeps in Redis; this one only holds the operations that keep workers' jobs
+(and held workflows) from getting lost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
@@ -17,6 +19,7 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
 from . import clock
+from .records import TERMINAL, Dispatch, Meta
 
 __all__ = ["Upkeep"]
 
@@ -33,10 +36,14 @@ class Upkeep:
         def leases_key(self) -> str: ...
         @property
         def sticky_key(self) -> str: ...
+        @property
+        def held_key(self) -> str: ...
 
         def queue(self, name: str) -> Queue: ...
         def alive_key(self, queue_name: str) -> str: ...
         def worker_stats_key(self, name: str) -> str: ...
+        def meta_key(self, workflow_id: str) -> str: ...
+        def enqueue(self, items: Iterable[Dispatch]) -> None: ...
 
     def promote_due(self, queue_names: Iterable[str]) -> int:
         """Move scheduled jobs that are due onto their queues; returns how many moved.
@@ -154,3 +161,27 @@ class Upkeep:
         """Ids of jobs whose worker stopped renewing their lease; each id goes to one caller."""
         ids = self._claim_expired(keys=[self.leases_key], args=[clock.now(), limit])
         return [item.decode() if isinstance(item, bytes) else str(item) for item in ids]
+
+    # -- held workflows ---------------------------------------------------------
+    def hold(self, workflow_id: str, reason: str) -> None:
+        """Mark a workflow held (``stuck``) and list it, so that workers starting with new
+        code advance it again (``wake_held``)."""
+        pipe = self.conn.pipeline(transaction=True)
+        pipe.hset(self.meta_key(workflow_id), "stuck", reason)
+        pipe.sadd(self.held_key, workflow_id)
+        pipe.execute()
+
+    def wake_held(self, wake: Callable[[Meta], Dispatch]) -> int:
+        """Enqueue an ``advance`` for every held workflow still running (a worker does this as
+        it starts: a deploy may have brought the code it needs); returns how many."""
+        ids = sorted(item.decode() for item in cast(set[bytes], self.conn.smembers(self.held_key)))
+        jobs = []
+        for workflow_id in ids:
+            raw = cast(dict[bytes, bytes], self.conn.hgetall(self.meta_key(workflow_id)))
+            meta = Meta.decode(workflow_id, raw) if raw else None
+            if meta is None or meta.status in TERMINAL or not meta.stuck:
+                self.conn.srem(self.held_key, workflow_id)
+                continue
+            jobs.append(wake(meta))
+        self.enqueue(jobs)
+        return len(jobs)
