@@ -5,6 +5,8 @@ are a contract. ``durable.Worker`` tells the job functions, through
 ``use_cache`` and ``lease_job``, which generator cache and own queue it has
 and which job's lease it holds; a step reads that here to keep its run warm,
 route the run's next jobs to this worker, and end the lease in its last commit.
+The slots of ``durable.Limit``s an attempt holds are listed here too, so that
+the worker's keeper renews them with the lease.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .store import Store
 
 __all__ = [
     "ADVANCE", "RUN_ACTIVITY", "FIRE_TIMER", "advance_dispatch", "wake_dispatch", "use_cache", "lease_job",
-    "lease_released", "worker_state", "request_cancel",
+    "lease_released", "worker_state", "request_cancel", "held_limits",
 ]
 
 ADVANCE = "durable.runtime.advance"
@@ -30,8 +32,10 @@ def advance_dispatch(workflow_id: str, run_id: str, queue: str) -> Dispatch:
 
 
 # The worker that runs jobs in this process (durable.Worker sets it): its generator cache
-# and its Store, reused across jobs instead of rebuilt per job.
-worker_state: dict[str, Any] = {"cache": None, "stores": {}, "lease": None, "released": False, "own": None}
+# and its Store, reused across jobs instead of rebuilt per job; the lease of the job it runs
+# and that lease's length; the limit slots the running attempt holds, as (limit, holder).
+worker_state: dict[str, Any] = {"cache": None, "stores": {}, "lease": None, "released": False, "own": None,
+                                "lease_ttl": None, "limits": []}
 
 
 def use_cache(cache: GeneratorCache | None, own_queue: str | None = None) -> None:
@@ -50,10 +54,18 @@ def wake_dispatch(store: Store, workflow_id: str, meta: Meta) -> Dispatch:
     return advance_dispatch(workflow_id, meta.run_id, meta.queue)
 
 
-def lease_job(job_id: str | None) -> None:
-    """Tell the job functions which job's lease the worker holds (None: none)."""
+def lease_job(job_id: str | None, ttl: float | None = None) -> None:
+    """Tell the job functions which job's lease the worker holds (None: none) and for how
+    long each renewal keeps it (the worker's keeper renews it, and the job's limit slots)."""
     worker_state["lease"] = job_id
     worker_state["released"] = False
+    worker_state["lease_ttl"] = ttl if job_id is not None else None
+
+
+def held_limits() -> list[tuple[str, str]]:
+    """The limit slots, as (limit name, holder), that the running attempt holds (a copy:
+    the keeper thread reads it while the job changes it)."""
+    return list(worker_state["limits"])
 
 
 def lease_released() -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import clock, observability
-from .activities import MISSING_CODE_RETRY, AttemptOutcome, record_value, run_attempt
+from .activities import MISSING_CODE_RETRY, AttemptOutcome, record_value
 from .cache import CachedRun, GeneratorCache
 from .commands import ActivityCall, Command, Patched, RecordValue, StartChild, StartTimer, WaitSignal
 from .context import ActivityInfo
@@ -42,6 +42,7 @@ from .events import (
     WorkflowFailedEvent,
     command_event,
 )
+from .limits import run_limited
 from .registry import resolve
 from .replay import Decision, Replayer
 from .routing import FIRE_TIMER, RUN_ACTIVITY, advance_dispatch, request_cancel, worker_state
@@ -318,7 +319,7 @@ class Step:
         key = (scheduled.seq, attempt)
         if key not in self._attempts:
             info = ActivityInfo(self.workflow_id, self.run_id, scheduled.seq, attempt, scheduled.activity)
-            self._attempts[key] = run_attempt(scheduled, info)
+            self._attempts[key] = run_limited(self.store, scheduled, info)  # or put off by its durable.Limit
         return self._attempts[key]
 
     def _retry_dispatch(
@@ -331,7 +332,7 @@ class Step:
             self._held = (f"activity {scheduled.activity} cannot be imported on a worker of queue {queue!r} "
                           f"({outcome.missing_code}); trying again every {MISSING_CODE_RETRY:g} s")
             observability.held(self._held)
-        else:
+        elif outcome.limited is None:  # a failed attempt; one its limit put off runs again as itself
             attempt += 1
         return [
             Dispatch(RUN_ACTIVITY, (self.workflow_id, self.run_id, scheduled.seq, attempt), queue, home=home,
