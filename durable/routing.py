@@ -11,7 +11,8 @@ the worker's keeper renews them with the lease.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 from . import clock
 from .cache import GeneratorCache
@@ -21,7 +22,7 @@ from .store import Store
 
 __all__ = [
     "ADVANCE", "RUN_ACTIVITY", "FIRE_TIMER", "advance_dispatch", "wake_dispatch", "use_cache", "lease_job",
-    "lease_released", "worker_state", "request_cancel", "held_limits",
+    "lease_released", "worker_state", "request_cancel", "held_limits", "own_queue_for",
 ]
 
 ADVANCE = "durable.runtime.advance"
@@ -35,14 +36,29 @@ def advance_dispatch(workflow_id: str, run_id: str, queue: str) -> Dispatch:
 # and its Store, reused across jobs instead of rebuilt per job; the lease of the job it runs
 # and that lease's length; the limit slots the running attempt holds, as (limit, holder).
 worker_state: dict[str, Any] = {"cache": None, "stores": {}, "lease": None, "released": False, "own": None,
-                                "lease_ttl": None, "limits": []}
+                                "serves": None, "lease_ttl": None, "limits": []}
 
 
-def use_cache(cache: GeneratorCache | None, own_queue: str | None = None) -> None:
+def use_cache(cache: GeneratorCache | None, own_queue: str | None = None,
+              serves: Iterable[str] | None = None) -> None:
     """Make the job functions in this process keep suspended runs in ``cache``, and route
-    the next steps of those runs to ``own_queue`` (this worker's own queue)."""
+    the next steps of those runs to ``own_queue`` (this worker's own queue), for runs
+    whose queue is among ``serves`` (the queues the worker serves; None: any)."""
     worker_state["cache"] = cache
     worker_state["own"] = own_queue if cache is not None and cache.size else None
+    worker_state["serves"] = frozenset(serves) if serves is not None else None
+
+
+def own_queue_for(queue: str) -> str | None:
+    """This worker's own queue, if the jobs of a run on ``queue`` may follow the run here.
+
+    Only when the worker serves ``queue`` itself: a worker of a named queue (``slack``)
+    runs a workflow's step when its activity finishes, but must not take over the
+    workflow's other activities and wake-ups, which belong to the workers of its queue.
+    """
+    own = worker_state["own"]
+    serves = worker_state["serves"]
+    return cast(str, own) if own and (serves is None or queue in serves) else None
 
 
 def wake_dispatch(store: Store, workflow_id: str, meta: Meta) -> Dispatch:

@@ -45,7 +45,7 @@ from .events import (
 from .limits import run_limited
 from .registry import resolve
 from .replay import Decision, Replayer
-from .routing import FIRE_TIMER, RUN_ACTIVITY, advance_dispatch, request_cancel, worker_state
+from .routing import FIRE_TIMER, RUN_ACTIVITY, advance_dispatch, own_queue_for, request_cancel, worker_state
 from .serialization import dumps, encode_events, loads
 from .store import TERMINAL, Delivery, Dispatch, Meta, NewRun, NewWorkflow, Store, validate_workflow_id
 
@@ -187,10 +187,10 @@ class Step:
                     replayer.feed(fired)
                     continue
                 if work.events or work.dispatch:
-                    own = worker_state["own"]
-                    if own and own != meta.owner:
-                        work.meta["owner"] = own  # wake-ups for this run now come here
-                        meta = dataclasses.replace(meta, owner=own)
+                    here = own_queue_for(meta.queue)
+                    if here and here != meta.owner:
+                        work.meta["owner"] = here  # wake-ups for this run now come here
+                        meta = dataclasses.replace(meta, owner=here)
                     if not self._commit(work, replayer, final=True):
                         return False
                 return self._keep(replayer, work.length + len(work.events), meta)
@@ -349,7 +349,7 @@ class Step:
         """(queue, home) for a job of this run: this worker's own queue when the job is on
         the workflow's queue and follows the generator, else the queue it asks for."""
         queue = asked or meta.queue
-        own = worker_state["own"]
+        own = own_queue_for(queue)
         if sticky and own and queue == meta.queue:
             return own, queue
         return queue, None

@@ -187,7 +187,7 @@ class Worker(SimpleWorker):
                 log.warning("could not hand back the jobs of %s: the others will once it expires", self.own_queue)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        use_cache(self.cache, self.own_queue)
+        use_cache(self.cache, self.own_queue, [name for name in self.queue_names() if name != self.own_queue])
         durable_job = (job.func_name or "").startswith(_DURABLE_JOBS)
         try:
             if durable_job:
