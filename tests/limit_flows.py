@@ -18,7 +18,7 @@ from durable import clock
 
 # One name, one setting, shared by every activity of the "slack" queue below.
 SLACK = durable.Limit("test-slack", concurrency=1, rate=2)
-RATE_ONLY = durable.Limit("test-rate", rate=1, per=3.0)  # a start every 3 s, any number at once
+RATE_ONLY = durable.Limit("test-rate", rate=1, per=5.0)  # a start every 5 s, any number at once
 PAIR = durable.Limit("test-pair", concurrency=2)
 
 
@@ -43,6 +43,18 @@ def post_inline(i: int, log: str) -> int:
     _log(log, "start")
     _log(log, "end")
     return i * 3
+
+
+@durable.activity(limit=SLACK)
+def post_slow_first(i: int, log: str, seconds: float) -> int:
+    """Takes ``seconds`` on its workflow's first run, no time on a re-run (its worker was killed)."""
+    workflow_id = durable.activity_info().workflow_id
+    first = not os.path.exists(log) or all(row[3] != workflow_id for row in read_log(log))
+    _log(log, "start")
+    if first:
+        time.sleep(seconds)
+    _log(log, "end")
+    return i * 2
 
 
 @durable.activity(limit=RATE_ONLY)
@@ -81,6 +93,12 @@ def pace_flaky(log: str):
 @durable.workflow
 def notify(i: int, log: str, seconds: float = 0.1):
     got = yield post(i, log, seconds)
+    return got
+
+
+@durable.workflow
+def notify_slow_first(i: int, log: str, seconds: float):
+    got = yield post_slow_first(i, log, seconds)
     return got
 
 
