@@ -27,8 +27,9 @@ OUT = Path(__file__).resolve().parent / "api.md"
 
 # (heading, introduction, names). Names are looked up in durable, then durable.testing.
 SECTIONS: list[tuple[str, str, list[str]]] = [
-    ("Decorators", "Mark functions as workflows and activities; `RetryPolicy` is an activity option.",
-     ["workflow", "activity", "RetryPolicy"]),
+    ("Decorators", "Mark functions as workflows and activities; `RetryPolicy` and `Limit` are activity options "
+     "(limits: [limits.md](limits.md)).",
+     ["workflow", "activity", "RetryPolicy", "Limit"]),
     (
         "What the decorators return",
         "Not importable from `durable`, but part of the API: `@durable.workflow` returns a `Workflow`, "

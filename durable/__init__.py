@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .client import Client, WorkflowHandle, WorkflowStatus
 from .commands import (
+    Limit,
     RetryPolicy,
     all_of,
     any_of,
@@ -45,6 +46,7 @@ __all__ = [
     "workflow",
     "activity",
     "RetryPolicy",
+    "Limit",
     "sleep",
     "sleep_until",
     "wait_signal",

@@ -48,6 +48,7 @@ class AttemptOutcome:
     events: list[Event] = field(default_factory=list)
     retry_at: float | None = None
     missing_code: str | None = None  # the activity could not be imported here: same attempt, later
+    limited: str | None = None  # its durable.Limit did not let it start (why): same attempt, later
 
     @property
     def resolved(self) -> bool:

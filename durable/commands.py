@@ -9,13 +9,15 @@ command exposes both.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 __all__ = [
     "RetryPolicy",
+    "Limit",
     "ActivityOptions",
     "Command",
     "ActivityCall",
@@ -85,6 +87,68 @@ class RetryPolicy:
             elif exc is not None and isinstance(exc, item):
                 return False
         return True
+
+
+_LIMIT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,99}")
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A limit that every worker obeys together, for the activities that name it.
+
+    ``Limit("slack", concurrency=2, rate=1)``: at most 2 attempts running at
+    once, and attempts start at least ``per / rate`` seconds apart (here 1 s:
+    starts are spread evenly, never bunched into bursts). The state lives in
+    Redis, so the limit holds across worker processes, hosts and restarts.
+    An attempt that finds the limit full does not wait in the worker: it is
+    scheduled again (when the next start is allowed, or after a short pause
+    when every slot is taken), as the same attempt, so waiting never uses up
+    a retry. A worker that dies holding a slot gives it back when its lease
+    lapses.
+
+    Activities share a limit by its name: give every activity of the
+    ``slack`` queue the same ``Limit`` for a per-queue limit. The settings are
+    read from the code on the worker that runs the attempt, not stored with
+    the workflow, so a deploy that changes them applies to what is waiting.
+
+    Attributes:
+        name: what the limit is called in Redis; one name, one setting.
+        concurrency: attempts running at once, at most; ``None`` for no cap.
+        rate: attempt starts per ``per`` seconds, at most; ``None`` for no cap.
+        per: the period ``rate`` counts over, in seconds.
+    """
+
+    name: str
+    _: KW_ONLY
+    concurrency: int | None = None
+    rate: float | None = None
+    per: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _LIMIT_NAME_RE.fullmatch(self.name):
+            raise ValueError(
+                f"invalid limit name {self.name!r}: use 1-100 letters, digits and ._:@/+=- starting with a "
+                "letter or digit (e.g. 'slack')"
+            )
+        if self.concurrency is None and self.rate is None:
+            raise ValueError(
+                f"durable.Limit({self.name!r}) limits nothing: give concurrency= (attempts at once), "
+                "rate= (starts per `per` seconds), or both"
+            )
+        if self.concurrency is not None and (
+            isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1
+        ):
+            raise ValueError(f"durable.Limit({self.name!r}): concurrency must be a whole number >= 1, "
+                             f"not {self.concurrency!r}")
+        for what, value in (("rate", self.rate), ("per", self.per)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value <= 0):
+                raise ValueError(f"durable.Limit({self.name!r}): {what} must be a positive number, not {value!r}")
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two starts (``per / rate``); 0.0 without a rate."""
+        return self.per / self.rate if self.rate is not None else 0.0
 
 
 @dataclass(frozen=True)

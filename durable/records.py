@@ -9,7 +9,9 @@ from typing import Any
 
 from .events import Event
 
-__all__ = ["Dispatch", "NewWorkflow", "Delivery", "NewRun", "Meta", "validate_workflow_id"]
+__all__ = ["Dispatch", "NewWorkflow", "Delivery", "NewRun", "Meta", "validate_workflow_id", "TERMINAL"]
+
+TERMINAL = frozenset({"completed", "failed", "cancelled"})  # a workflow in one of these never moves again
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}")
 

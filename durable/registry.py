@@ -16,20 +16,21 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from .commands import ActivityCall, ActivityOptions, RetryPolicy, StartChild
+from .commands import ActivityCall, ActivityOptions, Limit, RetryPolicy, StartChild
 from .context import current_workflow as in_workflow_code
 
 if TYPE_CHECKING:
     from .records import Meta
     from .replay import Replayer
 
-__all__ = ["Workflow", "Activity", "workflow", "activity", "resolve", "import_path"]
+__all__ = ["Workflow", "Activity", "workflow", "activity", "resolve", "import_path", "limit_of", "replayer_for"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 _local: dict[str, Any] = {}
 _overrides: dict[str, Callable[..., Any]] = {}  # activity path -> fake, set by durable.testing
+_limits: dict[str, Limit] = {}  # limit name -> its settings, as the activities of this process declared it
 
 
 def import_path(func: Callable[..., Any]) -> str:
@@ -80,9 +81,13 @@ class Workflow(Generic[F]):
 
 
 class Activity(Generic[F]):
-    """A registered activity. Calling it returns a command to ``yield``."""
+    """A registered activity. Calling it returns a command to ``yield``.
 
-    def __init__(self, func: F, options: ActivityOptions) -> None:
+    ``limit`` (a ``durable.Limit``) belongs to the activity, not to a call: the
+    worker reads it from the code, so it is not among the per-call options.
+    """
+
+    def __init__(self, func: F, options: ActivityOptions, limit: Limit | None = None) -> None:
         if inspect.isgeneratorfunction(func):
             raise TypeError(
                 f"@durable.activity got a generator function {func.__qualname__}; "
@@ -92,6 +97,7 @@ class Activity(Generic[F]):
         self.path = import_path(func)
         self.name = self.path
         self.defaults = options
+        self.limit = _declare(limit)
         functools.update_wrapper(self, func)
         _local[self.path] = self
 
@@ -148,6 +154,7 @@ def activity(
     timeout: float | None = None,
     queue: str | None = None,
     inline: bool = False,
+    limit: Limit | None = None,
 ) -> Callable[[F], Activity[F]]: ...
 def activity(
     func: Any = None,
@@ -157,12 +164,48 @@ def activity(
     timeout: float | None = None,
     queue: str | None = None,
     inline: bool = False,
+    limit: Limit | None = None,
 ) -> Any:
-    """Mark a function as an activity: a side effect whose result is recorded once."""
+    """Mark a function as an activity: a side effect whose result is recorded once.
+
+    ``limit``: a ``durable.Limit`` that every worker enforces together for the
+    attempts of this activity (and of every activity naming the same limit).
+    """
     options = ActivityOptions(retry=retry or RetryPolicy(), timeout=timeout, queue=queue, inline=inline)
+    _declare(limit)  # wrong settings fail at the decorator line, not at the first call
     if func is not None:
-        return Activity(func, options)
-    return lambda f: Activity(f, options)
+        return Activity(func, options, limit)
+    return lambda f: Activity(f, options, limit)
+
+
+def _declare(limit: Limit | None) -> Limit | None:
+    """Check ``limit`` and remember its settings under its name: two different settings
+    under one name would make workers enforce whichever attempt asked last."""
+    if limit is None:
+        return None
+    if not isinstance(limit, Limit):
+        raise TypeError(f"@durable.activity(limit=...) takes a durable.Limit, not {limit!r:.80}")
+    known = _limits.setdefault(limit.name, limit)
+    if known != limit:
+        raise ValueError(
+            f"two limits are named {limit.name!r} with different settings ({known} and {limit}): "
+            "define the Limit once and pass the same object to every activity that shares it"
+        )
+    return limit
+
+
+def limit_of(path: str) -> Limit | None:
+    """The limit the activity registered at ``path`` declares, if any; None when its code
+    cannot be imported here (the attempt then reports the missing code). A fake put in
+    by the testing kit keeps the activity's limit."""
+    found = _local.get(path)
+    if found is None:
+        try:
+            found = _local.get(path, resolve(path))  # importing the module registers it
+        except ImportError:
+            return None
+    limit = getattr(found, "limit", None)
+    return limit if isinstance(limit, Limit) else None
 
 
 def override(path: str, fake: Callable[..., Any] | None) -> None:

@@ -5,11 +5,14 @@ are a contract. ``durable.Worker`` tells the job functions, through
 ``use_cache`` and ``lease_job``, which generator cache and own queue it has
 and which job's lease it holds; a step reads that here to keep its run warm,
 route the run's next jobs to this worker, and end the lease in its last commit.
+The slots of ``durable.Limit``s an attempt holds are listed here too, so that
+the worker's keeper renews them with the lease.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 from . import clock
 from .cache import GeneratorCache
@@ -19,7 +22,7 @@ from .store import Store
 
 __all__ = [
     "ADVANCE", "RUN_ACTIVITY", "FIRE_TIMER", "advance_dispatch", "wake_dispatch", "use_cache", "lease_job",
-    "lease_released", "worker_state", "request_cancel",
+    "lease_released", "worker_state", "request_cancel", "held_limits", "own_queue_for",
 ]
 
 ADVANCE = "durable.runtime.advance"
@@ -30,15 +33,32 @@ def advance_dispatch(workflow_id: str, run_id: str, queue: str) -> Dispatch:
 
 
 # The worker that runs jobs in this process (durable.Worker sets it): its generator cache
-# and its Store, reused across jobs instead of rebuilt per job.
-worker_state: dict[str, Any] = {"cache": None, "stores": {}, "lease": None, "released": False, "own": None}
+# and its Store, reused across jobs instead of rebuilt per job; the lease of the job it runs
+# and that lease's length; the limit slots the running attempt holds, as (limit, holder).
+worker_state: dict[str, Any] = {"cache": None, "stores": {}, "lease": None, "released": False, "own": None,
+                                "serves": None, "lease_ttl": None, "limits": []}
 
 
-def use_cache(cache: GeneratorCache | None, own_queue: str | None = None) -> None:
+def use_cache(cache: GeneratorCache | None, own_queue: str | None = None,
+              serves: Iterable[str] | None = None) -> None:
     """Make the job functions in this process keep suspended runs in ``cache``, and route
-    the next steps of those runs to ``own_queue`` (this worker's own queue)."""
+    the next steps of those runs to ``own_queue`` (this worker's own queue), for runs
+    whose queue is among ``serves`` (the queues the worker serves; None: any)."""
     worker_state["cache"] = cache
     worker_state["own"] = own_queue if cache is not None and cache.size else None
+    worker_state["serves"] = frozenset(serves) if serves is not None else None
+
+
+def own_queue_for(queue: str) -> str | None:
+    """This worker's own queue, if the jobs of a run on ``queue`` may follow the run here.
+
+    Only when the worker serves ``queue`` itself: a worker of a named queue (``slack``)
+    runs a workflow's step when its activity finishes, but must not take over the
+    workflow's other activities and wake-ups, which belong to the workers of its queue.
+    """
+    own = worker_state["own"]
+    serves = worker_state["serves"]
+    return cast(str, own) if own and (serves is None or queue in serves) else None
 
 
 def wake_dispatch(store: Store, workflow_id: str, meta: Meta) -> Dispatch:
@@ -50,10 +70,18 @@ def wake_dispatch(store: Store, workflow_id: str, meta: Meta) -> Dispatch:
     return advance_dispatch(workflow_id, meta.run_id, meta.queue)
 
 
-def lease_job(job_id: str | None) -> None:
-    """Tell the job functions which job's lease the worker holds (None: none)."""
+def lease_job(job_id: str | None, ttl: float | None = None) -> None:
+    """Tell the job functions which job's lease the worker holds (None: none) and for how
+    long each renewal keeps it (the worker's keeper renews it, and the job's limit slots)."""
     worker_state["lease"] = job_id
     worker_state["released"] = False
+    worker_state["lease_ttl"] = ttl if job_id is not None else None
+
+
+def held_limits() -> list[tuple[str, str]]:
+    """The limit slots, as (limit name, holder), that the running attempt holds (a copy:
+    the keeper thread reads it while the job changes it)."""
+    return list(worker_state["limits"])
 
 
 def lease_released() -> bool:

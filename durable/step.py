@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import clock, observability
-from .activities import MISSING_CODE_RETRY, AttemptOutcome, record_value, run_attempt
+from .activities import MISSING_CODE_RETRY, AttemptOutcome, record_value
 from .cache import CachedRun, GeneratorCache
 from .commands import ActivityCall, Command, Patched, RecordValue, StartChild, StartTimer, WaitSignal
 from .context import ActivityInfo
@@ -42,9 +42,10 @@ from .events import (
     WorkflowFailedEvent,
     command_event,
 )
+from .limits import run_limited
 from .registry import replayer_for, resolve
 from .replay import Decision, Replayer
-from .routing import FIRE_TIMER, RUN_ACTIVITY, advance_dispatch, request_cancel, worker_state
+from .routing import FIRE_TIMER, RUN_ACTIVITY, advance_dispatch, own_queue_for, request_cancel, worker_state
 from .serialization import dumps, encode_events
 from .store import TERMINAL, Delivery, Dispatch, Meta, NewRun, NewWorkflow, Store, validate_workflow_id
 
@@ -186,10 +187,10 @@ class Step:
                     replayer.feed(fired)
                     continue
                 if work.events or work.dispatch:
-                    own = worker_state["own"]
-                    if own and own != meta.owner:
-                        work.meta["owner"] = own  # wake-ups for this run now come here
-                        meta = dataclasses.replace(meta, owner=own)
+                    here = own_queue_for(meta.queue)
+                    if here and here != meta.owner:
+                        work.meta["owner"] = here  # wake-ups for this run now come here
+                        meta = dataclasses.replace(meta, owner=here)
                     if not self._commit(work, replayer, final=True):
                         return False
                 return self._keep(replayer, work.length + len(work.events), meta)
@@ -313,7 +314,7 @@ class Step:
         key = (scheduled.seq, attempt)
         if key not in self._attempts:
             info = ActivityInfo(self.workflow_id, self.run_id, scheduled.seq, attempt, scheduled.activity)
-            self._attempts[key] = run_attempt(scheduled, info)
+            self._attempts[key] = run_limited(self.store, scheduled, info)  # or put off by its durable.Limit
         return self._attempts[key]
 
     def _retry_dispatch(
@@ -326,7 +327,7 @@ class Step:
             self._held = (f"activity {scheduled.activity} cannot be imported on a worker of queue {queue!r} "
                           f"({outcome.missing_code}); trying again every {MISSING_CODE_RETRY:g} s")
             observability.held(self._held)
-        else:
+        elif outcome.limited is None:  # a failed attempt; one its limit put off runs again as itself
             attempt += 1
         return [
             Dispatch(RUN_ACTIVITY, (self.workflow_id, self.run_id, scheduled.seq, attempt), queue, home=home,
@@ -343,7 +344,7 @@ class Step:
         """(queue, home) for a job of this run: this worker's own queue when the job is on
         the workflow's queue and follows the generator, else the queue it asks for."""
         queue = asked or meta.queue
-        own = worker_state["own"]
+        own = own_queue_for(queue)
         if sticky and own and queue == meta.queue:
             return own, queue
         return queue, None

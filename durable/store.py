@@ -21,6 +21,8 @@ Shared::
     durable:sticky         set   workers' own queues (durable-w-<worker>) that may hold jobs
     durable:alive:<queue>  str   present while the worker serving that own queue lives (PX)
     durable:worker:<name>  hash  a worker's counters (cache hits/misses, jobs), refreshed by it (PX)
+    durable:limit:{name}:slots  zset  holder -> expiry: attempts running under a durable.Limit
+    durable:limit:{name}:next   str   the earliest time the limit's next attempt may start (PX)
 
 Writes to history are compare-and-append: ``commit`` succeeds only if the
 history still has the length the caller replayed, and it records the events,
@@ -46,15 +48,13 @@ from . import clock
 from .errors import WorkflowNotFound
 from .events import Event
 from .reads import PACK_SIZE, Reads
-from .records import Delivery, Dispatch, Meta, NewRun, NewWorkflow, validate_workflow_id
+from .records import TERMINAL, Delivery, Dispatch, Meta, NewRun, NewWorkflow, validate_workflow_id
 from .serialization import encode_event, encode_events
 from .upkeep import Upkeep
 
 __all__ = [
     "Store", "Dispatch", "NewWorkflow", "Delivery", "NewRun", "Meta", "validate_workflow_id", "TERMINAL", "PACK_SIZE",
 ]
-
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 # KEYS[1] = leases zset; ARGV[1] = now (unix seconds), ARGV[2] = max ids to claim.
 # Removes and returns up to ARGV[2] members whose expiry has passed. Only one
@@ -64,7 +64,6 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, to
 for _, id in ipairs(ids) do redis.call('ZREM', KEYS[1], id) end
 return ids
 """
-
 
 # KEYS[1] = the workflow's history list, KEYS[2] = its meta hash.
 # ARGV[1] = the history length the caller replayed; ARGV[2] = the run it replayed ('' to not
@@ -158,6 +157,26 @@ redis.call('RPUSH', KEYS[1], unpack(ARGV, 4))
 return 1
 """
 
+# KEYS[1] = a limit's slots zset, KEYS[2] = its next-start key; ARGV[1] = now, ARGV[2] = holder, ARGV[3] =
+# its expiry, ARGV[4] = concurrency (0: none), ARGV[5] = seconds between starts (0: none), ARGV[6] = the
+# next start if this one goes, ARGV[7] = ms to keep it. A slot and a start together or neither: drops
+# lapsed holders (a dead worker's), refuses when every slot is held ({0, 'concurrency'}) or the next
+# start is later ({0, 'rate', that time as stored: a Lua number comes back truncated}), else takes both.
+_TAKE_LIMIT = """
+local most = tonumber(ARGV[4])
+if most > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+  if redis.call('ZCARD', KEYS[1]) >= most then return {0, 'concurrency'} end
+end
+if tonumber(ARGV[5]) > 0 then
+  local after = redis.call('GET', KEYS[2])
+  if after and tonumber(after) > tonumber(ARGV[1]) then return {0, 'rate', after} end
+  redis.call('SET', KEYS[2], ARGV[6], 'PX', ARGV[7])
+end
+if most > 0 then redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2]) end
+return {1}
+"""
+
 _RPUSH_CHUNK = 500  # events per RPUSH: keeps each command far below Lua's unpack limit
 
 
@@ -180,8 +199,8 @@ class Store(Reads, Upkeep):
 
     Keys, scripts and writes (commits, creation, deliveries) live here; reads
     (meta, history, listings) come from ``Reads`` and the workers' housekeeping
-    (leases, recovery, own queues, timer promotion) from ``Upkeep``, both of
-    which use the keys and scripts defined in this module.
+    (leases, recovery, own queues, timer promotion, held workflows, limits) from
+    ``Upkeep``, both of which use the keys and scripts defined in this module.
     """
 
     def __init__(self, conn: redis.Redis, prefix: str = "durable") -> None:
@@ -193,6 +212,7 @@ class Store(Reads, Upkeep):
         self._rehome_script = conn.register_script(_REHOME)
         self._load_script = conn.register_script(_LOAD)
         self._pack_script = conn.register_script(_PACK)
+        self._take_limit = conn.register_script(_TAKE_LIMIT)
 
     # -- keys ---------------------------------------------------------------
     def meta_key(self, workflow_id: str) -> str:
@@ -237,6 +257,10 @@ class Store(Reads, Upkeep):
     @property
     def sticky_key(self) -> str:
         return f"{self.prefix}:sticky"
+
+    def limit_keys(self, name: str) -> list[str]:
+        """A ``durable.Limit``'s slots and next-start keys (one hash tag: one script uses both)."""
+        return [f"{self.prefix}:limit:{{{name}}}:slots", f"{self.prefix}:limit:{{{name}}}:next"]
 
     def queue(self, name: str) -> Queue:
         if name not in self._queues:
@@ -439,29 +463,6 @@ class Store(Reads, Upkeep):
 
     def set_fields(self, workflow_id: str, fields: dict[str, Any]) -> None:
         self.conn.hset(self.meta_key(workflow_id), mapping=_mapping(fields))
-
-    def hold(self, workflow_id: str, reason: str) -> None:
-        """Mark a workflow held (``stuck``) and list it, so that workers starting with new
-        code advance it again (``wake_held``)."""
-        pipe = self.conn.pipeline(transaction=True)
-        pipe.hset(self.meta_key(workflow_id), "stuck", reason)
-        pipe.sadd(self.held_key, workflow_id)
-        pipe.execute()
-
-    def wake_held(self, wake: Callable[[Meta], Dispatch]) -> int:
-        """Enqueue an ``advance`` for every held workflow still running (a worker does this as
-        it starts: a deploy may have brought the code it needs); returns how many."""
-        ids = sorted(item.decode() for item in cast(set[bytes], self.conn.smembers(self.held_key)))
-        jobs = []
-        for workflow_id in ids:
-            raw = cast(dict[bytes, bytes], self.conn.hgetall(self.meta_key(workflow_id)))
-            meta = Meta.decode(workflow_id, raw) if raw else None
-            if meta is None or meta.status in TERMINAL or not meta.stuck:
-                self.conn.srem(self.held_key, workflow_id)
-                continue
-            jobs.append(wake(meta))
-        self.enqueue(jobs)
-        return len(jobs)
 
     def enqueue(self, items: Iterable[Dispatch]) -> None:
         """Enqueue jobs outside any history write (re-dispatch, early timers)."""

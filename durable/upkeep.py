@@ -1,14 +1,17 @@
-"""Workers' housekeeping on Redis: leases, recovery of lost jobs, own queues, due timers.
+"""Workers' housekeeping on Redis: leases, recovery of lost jobs, own queues, due timers,
+held workflows, and the slots and starts of ``durable.Limit``s.
 
 A mixin of ``Store``: every key name and Lua script it uses is defined in
-``store.py`` (``leases_key``, ``sticky_key``, ``alive_key``, ``_CLAIM_EXPIRED``,
-``_REHOME``), so that one module still says what durable keeps in Redis; this
-one only holds the operations that keep workers' jobs from getting lost.
+``store.py`` (``leases_key``, ``sticky_key``, ``alive_key``, ``held_key``,
+``limit_keys``, ``_CLAIM_EXPIRED``, ``_REHOME``, ``_TAKE_LIMIT``), so that one
+module still says what durable keeps in Redis; this one holds the operations
+that keep workers' jobs from getting lost or from exceeding a limit together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
@@ -17,6 +20,7 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
 from . import clock
+from .records import TERMINAL, Dispatch, Meta
 
 __all__ = ["Upkeep"]
 
@@ -28,15 +32,21 @@ class Upkeep:
         conn: redis.Redis
         _claim_expired: Any
         _rehome_script: Any
+        _take_limit: Any
 
         @property
         def leases_key(self) -> str: ...
         @property
         def sticky_key(self) -> str: ...
+        @property
+        def held_key(self) -> str: ...
 
         def queue(self, name: str) -> Queue: ...
         def alive_key(self, queue_name: str) -> str: ...
         def worker_stats_key(self, name: str) -> str: ...
+        def meta_key(self, workflow_id: str) -> str: ...
+        def limit_keys(self, name: str) -> list[str]: ...
+        def enqueue(self, items: Iterable[Dispatch]) -> None: ...
 
     def promote_due(self, queue_names: Iterable[str]) -> int:
         """Move scheduled jobs that are due onto their queues; returns how many moved.
@@ -154,3 +164,72 @@ class Upkeep:
         """Ids of jobs whose worker stopped renewing their lease; each id goes to one caller."""
         ids = self._claim_expired(keys=[self.leases_key], args=[clock.now(), limit])
         return [item.decode() if isinstance(item, bytes) else str(item) for item in ids]
+
+    # -- held workflows ---------------------------------------------------------
+    def hold(self, workflow_id: str, reason: str) -> None:
+        """Mark a workflow held (``stuck``) and list it, so that workers starting with new
+        code advance it again (``wake_held``)."""
+        pipe = self.conn.pipeline(transaction=True)
+        pipe.hset(self.meta_key(workflow_id), "stuck", reason)
+        pipe.sadd(self.held_key, workflow_id)
+        pipe.execute()
+
+    def wake_held(self, wake: Callable[[Meta], Dispatch]) -> int:
+        """Enqueue an ``advance`` for every held workflow still running (a worker does this as
+        it starts: a deploy may have brought the code it needs); returns how many."""
+        ids = sorted(item.decode() for item in cast(set[bytes], self.conn.smembers(self.held_key)))
+        jobs = []
+        for workflow_id in ids:
+            raw = cast(dict[bytes, bytes], self.conn.hgetall(self.meta_key(workflow_id)))
+            meta = Meta.decode(workflow_id, raw) if raw else None
+            if meta is None or meta.status in TERMINAL or not meta.stuck:
+                self.conn.srem(self.held_key, workflow_id)
+                continue
+            jobs.append(wake(meta))
+        self.enqueue(jobs)
+        return len(jobs)
+
+    # -- limits (durable.Limit) -------------------------------------------------
+    def take_limit(self, name: str, holder: str, *, now: float, expiry: float, concurrency: int,
+                   interval: float) -> tuple[str | None, float]:
+        """Take a slot of limit ``name`` for ``holder`` (until ``expiry``, unless renewed or
+        released) and its next start, both or neither, in one script.
+
+        ``concurrency``/``interval``: the limit's settings (0 for none). Returns
+        ``(None, 0.0)`` when taken, ``("concurrency", 0.0)`` when every slot is held,
+        ``("rate", t)`` when the next start is allowed at ``t``.
+        """
+        # Kept a minute past its time (then it is moot): bounds what a worker whose clock runs far
+        # ahead can hold up, while the testing kit's virtual time stays well within it.
+        keep_ms = math.ceil(interval * 1000) + 60_000
+        found = self._take_limit(keys=self.limit_keys(name), args=[
+            repr(now), holder, repr(expiry), concurrency, repr(interval), repr(now + interval), keep_ms])
+        if int(found[0]) == 1:
+            return None, 0.0
+        reason = found[1].decode() if isinstance(found[1], bytes) else str(found[1])
+        return reason, float(found[2]) if len(found) > 2 else 0.0
+
+    def release_limit(self, name: str, holder: str) -> None:
+        """Give back ``holder``'s slot of limit ``name`` (nothing if it lapsed or went already)."""
+        self.conn.zrem(self.limit_keys(name)[0], holder)
+
+    def renew_limits(self, held: Iterable[tuple[str, str]], ttl: float) -> None:
+        """Keep the slots ``(limit name, holder)`` of a running attempt for ``ttl`` more seconds;
+        like leases, only slots that still exist (a release racing this must win)."""
+        held = list(held)
+        if not held:
+            return
+        pipe = self.conn.pipeline(transaction=False)
+        for name, holder in held:
+            pipe.zadd(self.limit_keys(name)[0], {holder: clock.now() + ttl}, xx=True)
+        pipe.execute()
+
+    def limit_state(self, name: str) -> tuple[dict[str, float], float | None]:
+        """Who holds slots of limit ``name`` (holder -> expiry, lapsed ones included) and
+        when its next start is allowed (None: now)."""
+        slots_key, next_key = self.limit_keys(name)
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.zrange(slots_key, 0, -1, withscores=True)
+        pipe.get(next_key)
+        slots, after = pipe.execute()
+        return {k.decode(): float(v) for k, v in slots}, float(after) if after is not None else None

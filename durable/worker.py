@@ -2,8 +2,9 @@
 
 RQ notices a dead ``SimpleWorker``'s job only after ``job_timeout + 60`` s
 (with default maintenance, minutes). So every durable job this worker runs
-holds a short lease in Redis, renewed by a background thread; when a worker
-dies, its leases lapse, and the recovery sweep that runs in *every* durable
+holds a short lease in Redis, renewed by a background thread (with the slots
+of ``durable.Limit``s its attempt holds); when a worker dies, its leases (and
+slots) lapse, and the recovery sweep that runs in *every* durable
 worker re-enqueues the abandoned jobs. The same thread moves due timers and
 retries onto their queues, so they do not wait for RQ's single scheduler
 (a killed holder's lock lasts 61 s, and a live worker retries taking it
@@ -43,6 +44,7 @@ from rq.job import Job
 from rq.queue import Queue
 
 from .cache import CACHE_SIZE_ENV, GeneratorCache
+from .routing import held_limits
 from .runtime import lease_job, lease_released, use_cache, wake_dispatch
 from .store import Dispatch, Store
 
@@ -188,13 +190,13 @@ class Worker(SimpleWorker):
                 log.warning("could not hand back the jobs of %s: the others will once it expires", self.own_queue)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        use_cache(self.cache, self.own_queue)
+        use_cache(self.cache, self.own_queue, [name for name in self.queue_names() if name != self.own_queue])
         durable_job = (job.func_name or "").startswith(_DURABLE_JOBS)
         try:
             if durable_job:
                 self.store.take_job(job.id, self.lease_ttl, queue.intermediate_queue_key)
                 self._holding = job.id
-                lease_job(job.id)
+                lease_job(job.id, self.lease_ttl)
             try:
                 super().execute_job(job, queue)
             finally:
@@ -368,6 +370,7 @@ class Worker(SimpleWorker):
                 holding = self._holding
                 if holding is not None:
                     self.store.hold_leases([holding], self.lease_ttl, renew=True)
+                    self.store.renew_limits(held_limits(), self.lease_ttl)  # a dead worker's lapse with it
                     self._enforce_stop_timeout()
                 if self.own_queue:
                     self.store.mark_alive(self.own_queue, self.lease_ttl)

@@ -10,7 +10,7 @@ import pytest
 import durable
 
 EXPECTED = {
-    "workflow", "activity", "RetryPolicy", "sleep", "sleep_until", "activity_info", "workflow_info",
+    "workflow", "activity", "RetryPolicy", "Limit", "sleep", "sleep_until", "activity_info", "workflow_info",
     "wait_signal", "all_of", "any_of", "now", "uuid4", "random", "side_effect", "patched", "continue_as_new",
     "set_status", "ActivityInfo", "WorkflowInfo", "Client", "WorkflowHandle", "WorkflowStatus", "Worker",
     "DurableError", "ActivityFailed", "ActivityTimeout", "WorkflowFailed", "Cancelled", "NonDeterminismError",

@@ -82,3 +82,26 @@ def test_workers_publish_their_cache_counters(client):
     assert stats["name"] == worker.name and int(stats["jobs"]) == worker.successful_job_count
     assert int(stats["cache_misses"]) == 1 and int(stats["cache_hits"]) == worker.cache.hits >= 5
     assert client.conn.pttl(client.store.worker_stats_key(worker.name)) > 0  # it goes away with the worker
+
+
+def test_a_worker_of_a_named_queue_does_not_take_over_the_workflows_other_jobs(client):
+    """A `slack` worker runs the workflow's step when its slack activity ends, but the next
+    activity and the wake-ups stay with the workers of the workflow's queue."""
+    from tests import limit_flows
+
+    default = durable.Worker(["durable"], connection=client.conn, cache_size=10)
+    slack = durable.Worker(["slack"], connection=client.conn, cache_size=10)
+    for worker in (default, slack):
+        client.store.mark_alive(worker.own_queue, 30)
+    handle = client.start(limit_flows.queues_used, workflow_id="q")
+    run_next_job(default, client)  # advance: the first activity follows the run to default's own queue
+    run_next_job(default, client)  # it runs there, and the step puts the slack activity on `slack`
+    assert Queue("slack", connection=client.conn).count == 1
+    run_next_job(slack, client)  # the slack activity, then the step that schedules the last activity
+    assert Queue(slack.own_queue, connection=client.conn).count == 0
+    assert client.store.meta("q").owner == default.own_queue  # wake-ups do not go to the slack worker
+    assert Queue("durable", connection=client.conn).count == 1
+    while run_next_job(default, client) is not None:
+        pass
+    before, on_slack, after = handle.result(timeout=1)
+    assert before == on_slack == after  # one process here; the queues above are what was checked
