@@ -77,6 +77,12 @@ def profiled(conn: Any, workflow: Any, steps: int, history: int, length: int
              ) -> tuple[pstats.Stats, int, dict[str, int]]:
     queue, steps = _start(conn, workflow, steps, history, length)
     worker = TimedDurableWorker([queue], connection=conn, lease_ttl=60)
+    stats, commands = _profiled_burst(conn, worker)
+    return stats, steps, commands
+
+
+def _profiled_burst(conn: Any, worker: Any) -> tuple[pstats.Stats, dict[str, int]]:
+    """Run ``worker`` in burst mode under cProfile; its profile and the Redis commands it sent."""
     before = _commandstats(conn)
     profiler = cProfile.Profile()
     profiler.enable()
@@ -85,7 +91,7 @@ def profiled(conn: Any, workflow: Any, steps: int, history: int, length: int
     after = _commandstats(conn)
     delta = {name: after.get(name, 0) - before.get(name, 0) for name in after}
     delta["info"] = delta.get("info", 0) - 1  # our own INFO call
-    return pstats.Stats(profiler), steps, {k: v for k, v in delta.items() if v > 0}
+    return pstats.Stats(profiler), {k: v for k, v in delta.items() if v > 0}
 
 
 def _commandstats(conn: Any) -> dict[str, int]:
@@ -131,16 +137,8 @@ def rq_chain(conn: Any, steps: int) -> tuple[float, pstats.Stats, dict[str, int]
     worker = go()
     burst(worker)
     real = steady_interval(worker.marks)
-    worker = go()
-    before = _commandstats(conn)
-    profiler = cProfile.Profile()
-    profiler.enable()
-    burst(worker)
-    profiler.disable()
-    after = _commandstats(conn)
-    delta = {name: after.get(name, 0) - before.get(name, 0) for name in after}
-    delta["info"] = delta.get("info", 0) - 1
-    return real, pstats.Stats(profiler), {k: v for k, v in delta.items() if v > 0}
+    stats, commands = _profiled_burst(conn, go())
+    return real, stats, commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:

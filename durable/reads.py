@@ -49,20 +49,13 @@ class Reads:
             raise WorkflowNotFound(f"no workflow with id {workflow_id!r}; `durable list` shows the ones that exist")
         return Meta.decode(workflow_id, raw)
 
-    def load(self, workflow_id: str, start: int = 0, *, pack: bool = False) -> tuple[Meta | None, list[Event]]:
-        """Meta and history from index ``start`` on, in one round trip.
+    def load(self, workflow_id: str, *, pack: bool = False) -> tuple[Meta | None, list[Event]]:
+        """Meta and the whole history, in one round trip (``load_run`` for a worker's tail).
 
         From the start (a cold load), full blocks come from their packed copies;
         with ``pack`` (the workers), entries not yet packed are packed for the
         next cold load once they fill a block: one extra write per block.
         """
-        if start > 0:
-            pipe = self.conn.pipeline(transaction=False)
-            pipe.hgetall(self.meta_key(workflow_id))
-            pipe.lrange(self.history_key(workflow_id), start, -1)
-            raw_meta, raw_events = cast(tuple[dict[bytes, bytes], list[bytes]], pipe.execute())
-            meta = Meta.decode(workflow_id, raw_meta) if raw_meta else None
-            return meta, decode_events(raw_events)
         meta, events, _ = self.load_run(workflow_id, 0, b"", pack=pack)
         return meta, events or []
 

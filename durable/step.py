@@ -152,7 +152,7 @@ class Step:
             replayer, length = cached.replayer, cached.length + len(events)
         else:
             try:
-                replayer = self._replayer(meta)
+                replayer = replayer_for(meta)
             except Exception as exc:
                 reason = f"cannot load workflow code {meta.path}: {type(exc).__name__}: {exc}"
                 return self._hold_recording(reason, meta, events)
@@ -222,9 +222,6 @@ class Step:
         if self.cache is not None:
             self.cache.put(self.workflow_id, CachedRun(self.run_id, replayer, length, meta, self._tip))
         return True
-
-    def _replayer(self, meta: Meta) -> Replayer:
-        return replayer_for(meta)
 
     def _own_contribution(self, meta: Meta, replayer: Replayer) -> _Own | None:
         """The event this job brings (an activity outcome, a fired timer), or nothing.

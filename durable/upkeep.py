@@ -11,7 +11,7 @@ that keep workers' jobs from getting lost or from exceeding a limit together.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
@@ -42,6 +42,7 @@ class Upkeep:
         def held_key(self) -> str: ...
 
         def queue(self, name: str) -> Queue: ...
+        def metas(self, workflow_ids: Sequence[str]) -> list[Meta | None]: ...
         def alive_key(self, queue_name: str) -> str: ...
         def worker_stats_key(self, name: str) -> str: ...
         def meta_key(self, workflow_id: str) -> str: ...
@@ -178,14 +179,14 @@ class Upkeep:
         """Enqueue an ``advance`` for every held workflow still running (a worker does this as
         it starts: a deploy may have brought the code it needs); returns how many."""
         ids = sorted(item.decode() for item in cast(set[bytes], self.conn.smembers(self.held_key)))
-        jobs = []
-        for workflow_id in ids:
-            raw = cast(dict[bytes, bytes], self.conn.hgetall(self.meta_key(workflow_id)))
-            meta = Meta.decode(workflow_id, raw) if raw else None
+        jobs, done = [], []
+        for workflow_id, meta in zip(ids, self.metas(ids), strict=True):  # one round trip for all
             if meta is None or meta.status in TERMINAL or not meta.stuck:
-                self.conn.srem(self.held_key, workflow_id)
-                continue
-            jobs.append(wake(meta))
+                done.append(workflow_id)  # ended, gone, or moving again: no longer held
+            else:
+                jobs.append(wake(meta))
+        if done:
+            self.conn.srem(self.held_key, *done)
         self.enqueue(jobs)
         return len(jobs)
 
