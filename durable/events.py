@@ -345,10 +345,17 @@ _TYPES: dict[str, type[Event]] = {
 
 def to_dict(event: Event) -> dict[str, Any]:
     """The stored form of an event: a plain dict with ``v`` and ``type``."""
-    data = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+    names = _FIELD_NAMES.get(type(event))
+    if names is None:  # a subclass outside _TYPES: look its fields up (every commit writes events)
+        names = _FIELD_NAMES[type(event)] = tuple(f.name for f in dataclasses.fields(event))
+    values = event.__dict__
+    data = {name: values[name] for name in names}
     data["v"] = FORMAT_VERSION
     data["type"] = event.type
     return data
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def _defaults(cls: type[Event]) -> dict[str, Any]:
@@ -396,16 +403,32 @@ def from_dict(data: dict[str, Any]) -> Event:
 
 
 def options_to_dict(options: ActivityOptions) -> dict[str, Any]:
-    return {
-        "retry": dataclasses.asdict(options.retry),
-        "timeout": options.timeout,
-        "queue": options.queue,
-        "inline": options.inline,
-    }
+    # An activity's options are fixed at decoration: convert each once (asdict is slow), copy per event.
+    try:
+        stored = _OPTIONS.get(options)
+    except TypeError:  # unhashable (a list in non_retryable): convert every time
+        stored = None
+    if stored is None:
+        stored = {
+            "retry": dataclasses.asdict(options.retry),
+            "timeout": options.timeout,
+            "queue": options.queue,
+            "inline": options.inline,
+        }
+        try:
+            if len(_OPTIONS) < 4096:
+                _OPTIONS[options] = stored
+        except TypeError:
+            pass
+    return {**stored, "retry": dict(stored["retry"])}
+
+
+_OPTIONS: dict[ActivityOptions, dict[str, Any]] = {}
+_RETRY_FIELDS = frozenset(f.name for f in dataclasses.fields(RetryPolicy))
 
 
 def options_from_dict(data: dict[str, Any]) -> ActivityOptions:
-    retry_fields = {f.name for f in dataclasses.fields(RetryPolicy)}
+    retry_fields = _RETRY_FIELDS
     retry = RetryPolicy(**{k: v for k, v in dict(data.get("retry") or {}).items() if k in retry_fields})
     return ActivityOptions(
         retry=retry, timeout=data.get("timeout"), queue=data.get("queue"), inline=bool(data.get("inline", False))

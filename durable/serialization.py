@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import pickle
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -65,7 +66,7 @@ def _limit() -> int:
 def dumps(value: Any, what: str) -> bytes:
     """Pickle (and sign) ``value``; ``what`` names it in errors ("the arguments of workflow X")."""
     try:
-        data = cloudpickle.dumps(value)
+        data = pickle.dumps(value, _PROTOCOL) if _plain(value) else cloudpickle.dumps(value)
     except Exception as exc:
         raise SerializationError(
             f"cannot serialize {what}: {type(exc).__name__}: {exc}. Values that durable stores must be "
@@ -78,6 +79,35 @@ def dumps(value: Any, what: str) -> bytes:
             "data elsewhere (a database, object storage) and pass a reference, or raise the limit"
         )
     return _sign(data)
+
+
+_PROTOCOL = cloudpickle.DEFAULT_PROTOCOL
+_SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
+_CONTAINERS = frozenset({dict, list, tuple})
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` is small plain data (builtin scalars in dicts, lists, tuples).
+
+    Those pickle to the same bytes with ``pickle``, three times faster than cloudpickle,
+    which every commit's events would otherwise pay for. Anything else (a class from
+    ``__main__``, a lambda, a large value) goes to cloudpickle, which pickles what plain
+    pickle would only reference."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if depth > 3 or kind not in _CONTAINERS or len(value) > 32:
+        return False
+    scalars = _SCALARS
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) not in scalars or (type(item) not in scalars and not _plain(item, depth + 1)):
+                return False
+        return True
+    for item in value:
+        if type(item) not in scalars and not _plain(item, depth + 1):
+            return False
+    return True
 
 
 def _sign(data: bytes) -> bytes:

@@ -41,7 +41,7 @@ from typing import Any, cast
 
 import redis
 from rq import Queue
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
 from . import clock
@@ -330,8 +330,9 @@ class Store(Reads, Upkeep):
         pipe = self.conn.pipeline(transaction=True)
         pipe.multi()
         self._writes(pipe, workflow_id, encoded, meta, dispatch, notify, children, delivered)
-        if release_lease is not None:
+        if release_lease is not None:  # the job's final commit ends its lease, and the job
             pipe.zrem(self.leases_key, release_lease)
+            pipe.delete(Job.key_for(release_lease))
         argv: list[Any] = [expected_length, run_id, "" if tip is None else _tip_mark(tip),
                            len(children), *(self.meta_key(c.workflow_id) for c in children)]
         for args, _options in pipe.command_stack:

@@ -144,6 +144,16 @@ class Upkeep:
     def release_lease(self, job_id: str) -> None:
         self.conn.zrem(self.leases_key, job_id)
 
+    def end_job(self, job_id: str, *, drop: bool) -> None:
+        """End the lease of a job whose final commit did not (it lost a race, or held), and
+        with ``drop`` its RQ job hash, in one round trip: durable.Worker skips the RQ
+        bookkeeping that would delete it (its jobs have ``result_ttl=0``)."""
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.zrem(self.leases_key, job_id)
+        if drop:
+            pipe.delete(Job.key_for(job_id))
+        pipe.execute()
+
     def unleased_in_flight(self, intermediate_key: str) -> list[str]:
         """Ids in RQ's intermediate list (dequeued, not yet started) that hold no lease."""
         ids = [item.decode() for item in cast(list[bytes], self.conn.lrange(intermediate_key, 0, 99))]

@@ -32,6 +32,7 @@ import os
 import random
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -39,11 +40,15 @@ from typing import Any
 
 import redis
 from rq import SimpleWorker
-from rq.exceptions import DequeueTimeout, NoSuchJobError
-from rq.job import Job
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.job_lifecycle import format_exc_info
 from rq.queue import Queue
+from rq.utils import now
+from rq.worker.base import WorkerStatus
 
 from .cache import CACHE_SIZE_ENV, GeneratorCache
+from .queueing import OWN_QUEUE_PREFIX, DurableQueue
 from .routing import held_limits
 from .runtime import lease_job, lease_released, use_cache, wake_dispatch
 from .store import Dispatch, Store
@@ -57,57 +62,8 @@ STOP_TIMEOUT_ENV = "DURABLE_STOP_TIMEOUT"
 _LAST_RESORT = 10.0  # seconds after the stop timeout: a step that ignored SystemExit is left behind
 DEFAULT_CACHE_SIZE = 1000
 _DURABLE_JOBS = "durable.runtime."
-OWN_QUEUE_PREFIX = "durable-w-"
+HEARTBEAT_EVERY = 1.0  # seconds: RQ's heartbeat and suspension check, at most this often
 OWN_STREAK = 4  # jobs in a row from its own queue before a worker looks at the shared ones first
-
-
-class DurableQueue(Queue):
-    """RQ's Queue, dequeuing from several queues the way RQ dequeues from one.
-
-    RQ moves a job from a single queue into an intermediate list as it takes it
-    (so a worker that dies before starting it leaves a trace the recovery sweep
-    finds), but pops from several queues with BLPOP, which leaves none. A durable
-    worker always serves several (its own queue first, then the shared ones), so
-    it takes jobs with LMOVE from each in order, and blocks on the last one in
-    short slices between passes.
-    """
-
-    BLOCK_SLICE = 0.5  # seconds: how long an idle worker may miss a job arriving on an earlier queue
-
-    @classmethod
-    def dequeue_any(  # type: ignore[override]
-        cls,
-        queues: Any,
-        timeout: int | None,
-        connection: Any,
-        job_class: Any = None,
-        serializer: Any = None,
-        death_penalty_class: Any = None,
-    ) -> Any:
-        queues = list(queues)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            for queue in queues:
-                moved = connection.lmove(queue.key, queue.intermediate_queue_key)
-                if moved is not None:
-                    break
-            else:
-                if deadline is None:
-                    return None
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise DequeueTimeout(timeout, ",".join(q.key for q in queues))
-                # Wait where outside work arrives: on the last shared queue. A worker's own
-                # queue gets mostly what its own steps queue there, found by the pass above.
-                queue = next((q for q in reversed(queues) if not q.name.startswith(OWN_QUEUE_PREFIX)), queues[-1])
-                moved = connection.blmove(queue.key, queue.intermediate_queue_key, min(cls.BLOCK_SLICE, remaining))
-                if moved is None:
-                    continue
-            job_id = moved.decode() if isinstance(moved, bytes) else str(moved)
-            found = cls._fetch_dequeued_job(connection, queue.key, job_id, job_class=job_class,
-                                            serializer=serializer, death_penalty_class=death_penalty_class)
-            if found is not None:
-                return found
 
 
 class Worker(SimpleWorker):
@@ -158,6 +114,10 @@ class Worker(SimpleWorker):
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
         self._revive_after = 0.0
+        self._next_beat = self._next_suspension_check = 0.0
+        self._state_written: str | None = None
+        # jobs run since the last heartbeat wrote RQ's counters (see _perform_durable)
+        self._counts: dict[str, Any] = {"ok": 0, "failed": 0, "seconds": 0.0}
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         self._stop.clear()
@@ -182,6 +142,11 @@ class Worker(SimpleWorker):
         """Hand back what waits in this worker's own queue (a clean exit: no need to wait
         for its liveness to lapse)."""
         self._publish_stats()
+        try:
+            with self.connection.pipeline(transaction=False) as pipe:
+                self._write_counts(pipe)
+        except (redis.ConnectionError, redis.TimeoutError):
+            log.warning("could not write this worker's last job counts to RQ's worker record")
         if self.own_queue:
             try:
                 self.store.mark_gone(self.own_queue)
@@ -191,28 +156,58 @@ class Worker(SimpleWorker):
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         use_cache(self.cache, self.own_queue, [name for name in self.queue_names() if name != self.own_queue])
-        durable_job = (job.func_name or "").startswith(_DURABLE_JOBS)
         try:
-            if durable_job:
-                self.store.take_job(job.id, self.lease_ttl, queue.intermediate_queue_key)
-                self._holding = job.id
-                lease_job(job.id, self.lease_ttl)
+            if not (job.func_name or "").startswith(_DURABLE_JOBS):
+                return super().execute_job(job, queue)
+            self.store.take_job(job.id, self.lease_ttl, queue.intermediate_queue_key)
+            self._holding = job.id
+            lease_job(job.id, self.lease_ttl)
             try:
-                super().execute_job(job, queue)
+                done = self._perform_durable(job, queue)
             finally:
                 self._holding = None
-            if durable_job:
-                if self._forced:  # RQ recorded the interrupted job as failed: run it elsewhere
-                    self._redispatch(job.id, "its worker was stopped in the middle of it")
-                if not lease_released():  # the job's last commit usually ended it already
-                    self.store.release_lease(job.id)
-                lease_job(None)
+            if self._forced:  # recorded as failed: run it elsewhere
+                self._redispatch(job.id, "its worker was stopped in the middle of it")
+            if not lease_released():  # the job's last commit usually ended it (and dropped the job) already
+                self.store.end_job(job.id, drop=done)
+            lease_job(None)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # Redis went away mid-job. RQ's loop would quit on this; instead wait for it
             # to come back. The step either committed or wrote nothing; if it wrote
             # nothing, its lease lapses and a worker (maybe this one) runs it again.
             log.error("Redis connection lost while running %s (%s); waiting for it to come back", job.id, exc)
             self._wait_for_redis()
+        return None
+
+    def _perform_durable(self, job: Job, queue: Queue) -> bool:
+        """RQ's ``perform_job`` for durable's own jobs, without RQ's per-job bookkeeping.
+
+        RQ spends some 25 round trips per job on an execution record, the started
+        registry, job status and heartbeats, results and counters: most of a step's
+        cost, and all of it redundant for these jobs, whose lease (``take_job``) is
+        what recovery trusts and whose outcome is the history. So a durable job runs
+        here with only the lease around it; its final commit ends the lease and
+        drops the job hash in the same write. A job that raises (a bug, a cold stop)
+        still goes through RQ's failure handling, so it shows in RQ's failed registry.
+        """
+        self.set_state(WorkerStatus.BUSY)
+        job.started_at = now()
+        try:
+            job.perform()
+        except BaseException:  # as RQ does: a cold stop's SystemExit too (the loop then sees the stop)
+            exc_info = sys.exc_info()
+            job.ended_at = now()
+            job._status = JobStatus.FAILED
+            self.handle_exception(job, *exc_info)
+            self.handle_job_failure(job=job, queue=queue, exc_string=format_exc_info(exc_info))
+            self._counts["failed"] += 1
+            return False
+        finally:
+            self.set_state(WorkerStatus.IDLE)
+        self._counts["ok"] += 1
+        self._counts["seconds"] += (now() - job.started_at).total_seconds()
+        log.debug("job %s done", job.id)
+        return True
 
     def reorder_queues(self, reference_queue: Queue) -> None:
         """Look at the own queue first, but at the shared ones first after every
@@ -281,11 +276,55 @@ class Worker(SimpleWorker):
     # RQ's work loop quits on any Redis error outside its dequeue retry (its heartbeat,
     # its state updates, its maintenance): ride those out instead, so that a Redis
     # restart never ends a worker.
-    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
-        self._riding_out("the heartbeat", super().heartbeat, *args, **kwargs)
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's heartbeat, at most once a second when it is a round trip of its own.
 
-    def check_for_suspension(self, *args: Any, **kwargs: Any) -> None:
-        self._riding_out("the suspension check", super().check_for_suspension, *args, **kwargs)
+        RQ beats three times per job, three commands each, against a TTL of minutes;
+        durable's liveness is its leases. Each beat also brings RQ's job counters up
+        to date (kept in memory by ``_perform_durable``)."""
+        if pipeline is not None:
+            return super().heartbeat(timeout, pipeline)
+        if timeout is None and time.monotonic() < self._next_beat:
+            return None
+        self._next_beat = time.monotonic() + HEARTBEAT_EVERY
+
+        def beat() -> None:
+            with self.connection.pipeline(transaction=False) as pipe:
+                super(Worker, self).heartbeat(timeout, pipe)
+                self._write_counts(pipe)
+        self._riding_out("the heartbeat", beat)
+        return None
+
+    def _write_counts(self, pipe: Any) -> None:
+        """Add the jobs run since the last write to RQ's counters, and send ``pipe``."""
+        counts, self._counts = self._counts, {"ok": 0, "failed": 0, "seconds": 0.0}
+        if counts["ok"] or counts["failed"]:
+            pipe.hincrby(self.key, "successful_job_count", counts["ok"])
+            pipe.hincrby(self.key, "failed_job_count", counts["failed"])
+            pipe.hincrbyfloat(self.key, "total_working_time", counts["seconds"])
+        pipe.execute()
+        self.successful_job_count += counts["ok"]
+        self.failed_job_count += counts["failed"]
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        """Idle and busy are written by the keeper (within a quarter second), not twice per job."""
+        if pipeline is None and state in (WorkerStatus.IDLE, WorkerStatus.BUSY):
+            self._state = state
+            return
+        super().set_state(state, pipeline)
+        self._state_written = state
+
+    def _write_state(self) -> None:
+        state = self._state
+        if state != self._state_written and not self._stop_requested:
+            self.connection.hset(self.key, "state", state)
+            self._state_written = state
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ looks for ``rq suspend`` before every job; once a second is as good."""
+        if time.monotonic() >= self._next_suspension_check:
+            self._next_suspension_check = time.monotonic() + HEARTBEAT_EVERY
+            self._riding_out("the suspension check", super().check_for_suspension, burst)
         self._riding_out("restarting the scheduler", self._revive_scheduler)
 
     def _revive_scheduler(self) -> None:
@@ -341,7 +380,8 @@ class Worker(SimpleWorker):
     def stats(self) -> dict[str, Any]:
         """This worker's counters, as published in Redis (``Store.worker_stats``)."""
         return {"name": self.name, "pid": os.getpid(), "host": socket.gethostname(),
-                "queues": ",".join(self.queue_names()), "jobs": self.successful_job_count + self.failed_job_count,
+                "queues": ",".join(self.queue_names()), "jobs": self.successful_job_count + self.failed_job_count
+                + self._counts["ok"] + self._counts["failed"],
                 "cache_hits": self.cache.hits, "cache_misses": self.cache.misses,
                 "cache_evictions": self.cache.evictions, "cached": len(self.cache), "updated_at": time.time()}
 
@@ -374,6 +414,7 @@ class Worker(SimpleWorker):
                     self._enforce_stop_timeout()
                 if self.own_queue:
                     self.store.mark_alive(self.own_queue, self.lease_ttl)
+                self._write_state()
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + sweep_every * random.uniform(0.8, 1.2)
                     self.recover()

@@ -53,3 +53,75 @@ def test_the_last_commit_of_a_job_ends_its_lease(client, monkeypatch):
         assert client.conn.zcard(client.store.leases_key) == 0  # gone with the job's last commit
     assert handle.result(timeout=1) == 104
     assert released == []  # no separate round trip was needed
+
+
+def test_a_durable_job_leaves_nothing_of_rq_behind(client):
+    """The lean job path: no execution record, no started registry, and the job hash goes
+    with the job's last commit, or with its lease when no commit ended it."""
+    from rq.job import Job
+    from rq.registry import FailedJobRegistry, StartedJobRegistry
+
+    handle = client.start(workflows.arithmetic, 1, workflow_id="lean")
+    worker = durable.Worker(["durable"], connection=client.conn, lease_ttl=5)
+    ran = []
+    while (found := Queue.dequeue_any(worker.queues, None, connection=client.conn)) is not None:
+        job, q = found
+        worker.execute_job(job, q)
+        ran.append(job.id)
+        assert not client.conn.exists(Job.key_for(job.id))
+        assert StartedJobRegistry(q.name, connection=client.conn).count == 0
+    assert handle.result(timeout=1) == 104 and len(ran) >= 2
+    assert FailedJobRegistry("durable", connection=client.conn).count == 0
+    # a duplicate of a job whose work is recorded commits nothing, and still leaves nothing
+    run_id = client.store.meta("lean").run_id
+    again = Queue("durable", connection=client.conn).enqueue("durable.runtime.advance", "lean", run_id)
+    worker.execute_job(again, Queue("durable", connection=client.conn))
+    assert not client.conn.exists(again.key) and client.conn.zcard(client.store.leases_key) == 0
+
+
+def test_a_durable_job_that_raises_goes_to_rqs_failed_registry(client, monkeypatch):
+    from rq.job import Job
+    from rq.registry import FailedJobRegistry
+
+    def broken(self):
+        raise RuntimeError("a bug in a step")
+
+    monkeypatch.setattr(durable.step.Step, "run", broken)
+    handle = client.start(workflows.arithmetic, 1, workflow_id="bug")
+    queue = Queue("durable", connection=client.conn)
+    job = queue.jobs[0]
+    worker = durable.Worker(["durable"], connection=client.conn, lease_ttl=5)
+    found = Queue.dequeue_any(worker.queues, None, connection=client.conn)
+    assert found is not None and found[0].id == job.id
+    worker.execute_job(*found)
+    failed = FailedJobRegistry("durable", connection=client.conn)
+    assert failed.get_job_ids() == [job.id]
+    result = Job.fetch(job.id, connection=client.conn).latest_result()
+    assert result is not None and "a bug in a step" in (result.exc_string or "")
+    assert client.conn.zcard(client.store.leases_key) == 0  # the lease ended; the record stays for RQ
+    assert handle.status() == "running"
+
+
+def test_rqs_heartbeat_runs_at_most_once_a_second_not_per_job(client, monkeypatch):
+    """RQ beats (and checks for `rq suspend`, which beats too) several times per job;
+    durable.Worker at most once a second. Its job counters still add up."""
+    import rq.worker.base
+
+    beats = []
+    real = rq.worker.base.BaseWorker.heartbeat
+
+    def counted(self, *args, **kwargs):
+        beats.append(time.monotonic())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(rq.worker.base.BaseWorker, "heartbeat", counted)
+    handle = client.start(workflows.long_chain, 40, 0.0)
+    worker = durable.Worker(["durable"], connection=client.conn, lease_ttl=5)
+    started = time.monotonic()
+    worker.work(burst=True)
+    took = time.monotonic() - started
+    assert handle.result(timeout=1) == sum(range(40))
+    jobs = int(client.conn.hget(worker.key, "successful_job_count") or 0)
+    assert jobs == 42  # the start, 40 activities, the zero sleep (written by the last beat)
+    # RQ's own: 3 per job plus 1 per suspension check, so over 160 here
+    assert len(beats) <= 2 * (took + 2) + 2, (len(beats), took)
