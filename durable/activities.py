@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +39,8 @@ from .serialization import dumps
 __all__ = ["AttemptOutcome", "run_attempt", "deadline", "MISSING_CODE_RETRY"]
 
 MISSING_CODE_RETRY = 30.0  # seconds between tries of an activity no worker could import
+_NO_DEADLINE = nullcontext()
+_NOT_AWAITABLE = frozenset({type(None), bool, int, float, str, bytes, dict, list, tuple})  # skips the ABC check
 
 
 @dataclass(frozen=True)
@@ -101,9 +103,10 @@ def _run_attempt(scheduled: ActivityScheduled, info: ActivityInfo, now: float | 
         return AttemptOutcome([], retry_at=retry_at, missing_code=str(exc))
     try:
         func = getattr(target, "func", target)
-        with in_activity(info), deadline(options.timeout, f"activity {scheduled.activity}"):
+        limit = deadline(options.timeout, f"activity {scheduled.activity}") if options.timeout else _NO_DEADLINE
+        with in_activity(info), limit:
             result = func(*scheduled.args, **scheduled.kwargs)
-            if inspect.isawaitable(result):
+            if type(result) not in _NOT_AWAITABLE and inspect.isawaitable(result):
                 result = asyncio.run(_await(result))
         dumps(result, f"the result of activity {scheduled.activity}")  # fail here, not at commit
     except Exception as exc:

@@ -132,7 +132,16 @@ class ActivityScheduled(Event):
     kind: ClassVar[str] = "activity"
 
     def activity_options(self) -> ActivityOptions:
-        return options_from_dict(self.options)
+        # Every attempt asks; the dict is usually the one options_to_dict made for the command.
+        options = self.options
+        hit = _FROM_DICT.get(id(options))
+        if hit is not None and hit[0] is options:
+            return hit[1]
+        value = options_from_dict(options)
+        if len(_FROM_DICT) >= 1024:
+            _FROM_DICT.clear()
+        _FROM_DICT[id(options)] = (options, value)  # keeping the dict keeps its id unique
+        return value
 
 
 @dataclass(frozen=True)
@@ -420,10 +429,11 @@ def options_to_dict(options: ActivityOptions) -> dict[str, Any]:
                 _OPTIONS[options] = stored
         except TypeError:
             pass
-    return {**stored, "retry": dict(stored["retry"])}
+    return stored  # shared by the events of one activity: never changed in place
 
 
 _OPTIONS: dict[ActivityOptions, dict[str, Any]] = {}
+_FROM_DICT: dict[int, tuple[dict[str, Any], ActivityOptions]] = {}
 _RETRY_FIELDS = frozenset(f.name for f in dataclasses.fields(RetryPolicy))
 
 

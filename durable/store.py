@@ -47,6 +47,7 @@ from rq.registry import ScheduledJobRegistry
 from . import clock
 from .errors import WorkflowNotFound
 from .events import Event
+from .line import Line
 from .reads import PACK_SIZE, Reads
 from .records import TERMINAL, Delivery, Dispatch, Meta, NewRun, NewWorkflow, validate_workflow_id
 from .serialization import encode_event, encode_events
@@ -213,6 +214,7 @@ class Store(Reads, Upkeep):
         self._load_script = conn.register_script(_LOAD)
         self._pack_script = conn.register_script(_PACK)
         self._take_limit = conn.register_script(_TAKE_LIMIT)
+        self._line = Line(conn)  # the commit's own connection
 
     # -- keys ---------------------------------------------------------------
     def meta_key(self, workflow_id: str) -> str:
@@ -324,9 +326,8 @@ class Store(Reads, Upkeep):
         if new_run is not None:
             return self._commit_watched(workflow_id, expected_length, encoded, meta, dispatch, notify, children,
                                         delivered, new_run, run_id, tip)
-        # The common case in one round trip: buffer the writes as a MULTI would hold them
-        # (RQ's enqueue included, through its pipeline= API), then let the commit script
-        # apply them only if the compare holds.
+        # The common case in one round trip: buffer the writes as a MULTI would hold them (RQ's
+        # enqueue included, through its pipeline= API); the script applies them if the compare holds.
         pipe = self.conn.pipeline(transaction=True)
         pipe.multi()
         self._writes(pipe, workflow_id, encoded, meta, dispatch, notify, children, delivered)
@@ -339,7 +340,8 @@ class Store(Reads, Upkeep):
             argv.append(len(args))
             argv.extend(args)
         pipe.reset()
-        return bool(self._commit_script(keys=[self.history_key(workflow_id), self.meta_key(workflow_id)], args=argv))
+        keys = [self.history_key(workflow_id), self.meta_key(workflow_id)]
+        return bool(self._line.script(self._commit_script.sha, _COMMIT, keys, argv))  # see line.py
 
     def _writes(
         self,

@@ -81,3 +81,31 @@ def test_oversized_activity_result_fails_the_activity_without_retry(client, monk
     assert drain(client, handle) == "completed"
     assert handle.result() == "durable.errors.PayloadTooLarge"
     assert [name for name, _ in workflows.CALLS].count("big") == 1  # not retried
+
+
+def test_values_pickle_as_cloudpickle_would_where_it_matters():
+    """Plain pickle for speed, but never where another process could not load the result."""
+    import pickle
+    import subprocess
+    import sys
+
+    import cloudpickle
+
+    from durable.serialization import _pickle
+
+    plain = {"seq": 3, "args": (1, "x", None), "kwargs": {"a": [1.5, b"b"]}}
+    assert _pickle(plain) == cloudpickle.dumps(plain)
+    assert pickle.loads(_pickle(lambda x: x + 1))(1) == 2  # pickle refuses lambdas: cloudpickle's bytes
+    # A class from __main__ must travel by value: pickle would only name it. Load the bytes in a
+    # fresh process, whose __main__ has no such class.
+    script = (
+        "import sys, pickle\n"
+        "from durable.serialization import _pickle\n"
+        "class Point:\n"
+        "    def __init__(self, x): self.x = x\n"
+        "sys.stdout.buffer.write(_pickle(Point(7)))\n"
+    )
+    data = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True).stdout
+    loaded = subprocess.run([sys.executable, "-c", "import sys, pickle; print(pickle.loads(sys.stdin.buffer.read()).x)"],
+                            input=data, check=True, capture_output=True)
+    assert loaded.stdout.strip() == b"7"

@@ -361,3 +361,18 @@ def test_sentinel_failover_mid_run(servers: Servers, workers: Workers, tmp_path:
           f"promoted {promoted:.1f} s after{old}; the longest pause in the surviving history after that moment "
           f"{pause:.1f} s; {runs - completed} activity executions repeated; the client met {client_errors} "
           f"connection errors")
+
+
+def test_the_commit_line_reconnects_after_its_connection_is_killed(conn: redis.Redis) -> None:
+    """durable/line.py keeps its own connection: a server-side kill (a restart, a proxy's idle
+    timeout) costs a reconnect and a resend, not an error."""
+    from durable.line import Line
+
+    line = Line(conn)
+    script = "return redis.call('INCR', KEYS[1])"
+    sha = conn.register_script(script).sha
+    assert line.script(sha, script, ["line-count"], []) == 1
+    before = len(conn.client_list())
+    assert conn.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") >= 1  # the line's too
+    assert len(conn.client_list()) < before
+    assert line.script(sha, script, ["line-count"], []) == 2  # reconnected, sent once more
