@@ -251,7 +251,7 @@ class AttemptScope(_Fields):
     ``seq``, ``attempt`` and name, and a span that is a child of the step's."""
 
     __slots__ = ("workflow_id", "workflow", "run_id", "seq", "attempt", "activity", "_token", "_span",
-                 "_otel_token", "_started", "_failed")
+                 "_otel_token", "_started", "_failed", "_traced")
 
     def __init__(self, info: ActivityInfo) -> None:
         parent = _scope.get()
@@ -261,6 +261,9 @@ class AttemptScope(_Fields):
         self.attempt: int | None = info.attempt
         self.activity: str | None = info.activity
         self.workflow: str | None = parent.workflow if parent is not None else None
+        # Within a step, trace the attempt if the step is traced (asking OpenTelemetry costs an
+        # environment lookup per attempt); alone, ask.
+        self._traced = getattr(parent, "_span", None) is not None if parent is not None else None
         self._span: Any = None
         self._otel_token: Any = None
         self._token: Token[StepScope | AttemptScope | None] | None = None
@@ -270,7 +273,7 @@ class AttemptScope(_Fields):
     def __enter__(self) -> AttemptScope:
         self._started = time.perf_counter()
         self._token = _scope.set(self)
-        if OTEL and tracing():
+        if OTEL and (self._traced if self._traced is not None else tracing()):
             self._span = _tracer.start_span(f"durable.activity {self.activity}", attributes={
                 "workflow.id": self.workflow_id, "run.id": self.run_id, "activity.name": self.activity or "",
                 "activity.seq": self.seq if self.seq is not None else -1,
