@@ -25,10 +25,10 @@ from .common import RedisServer, TimedDurableWorker, burst, fmt_seconds, steady_
 # name -> (file suffix, function names): cumulative time per step of each entry point.
 ENTRY_POINTS = {
     "execute_job": ("benchmarks/common.py", ("execute_job",)),  # the outermost wrapper: _Timed
-    "lease": ("durable/store.py", ("hold_leases", "release_lease")),
-    "job": ("durable/runtime.py", ("run",)),
+    "lease": ("durable/upkeep.py", ("take_job", "end_job", "hold_leases", "release_lease")),
+    "job": ("durable/runtime.py", ("advance", "run_activity", "fire_timer")),
     "rq_job": ("benchmarks/flows.py", ("rq_hop",)),
-    "load": ("durable/store.py", ("load",)),
+    "load": ("durable/reads.py", ("load_run",)),
     "resolve": ("durable/runtime.py", ("_replayer",)),
     "replay": ("durable/replay.py", ("feed", "step")),
     "activity": ("durable/activities.py", ("run_attempt",)),
@@ -37,13 +37,13 @@ ENTRY_POINTS = {
     "maintenance": ("rq/worker/base.py", ("check_for_suspension", "run_maintenance_tasks")),
 }
 LINES = [  # label, how to compute it from the entry points' seconds
-    ("durable lease hold + release (2 round trips)", lambda t: t["lease"]),
+    ("durable lease: take (with the intermediate list) + end if no commit did", lambda t: t["lease"]),
     ("the job function (durable Step.run / raw RQ hop)", lambda t: t["job"] + t["rq_job"]),
-    ("  Store.load (meta + history in 1 round trip, unpickle events)", lambda t: t["load"]),
+    ("  Store.load_run (meta + history or its tail in 1 round trip; none on a cache hit)", lambda t: t["load"]),
     ("  resolve the workflow, unpickle its input", lambda t: t["resolve"]),
     ("  replay engine (Replayer.feed + step)", lambda t: t["replay"]),
     ("  run the activity attempt", lambda t: t["activity"]),
-    ("  Store.commit (WATCH, LLEN, MULTI/EXEC with RPUSH, HSET, enqueue)", lambda t: t["commit"]),
+    ("  Store.commit (the compare-and-append script on its own connection)", lambda t: t["commit"]),
     ("RQ's own job handling (status, execution records, results)",
      lambda t: t["execute_job"] - t["lease"] - t["job"] - t["rq_job"]),
     ("RQ dequeue between jobs", lambda t: t["dequeue"]),

@@ -24,12 +24,11 @@ Shared::
     durable:limit:{name}:slots  zset  holder -> expiry: attempts running under a durable.Limit
     durable:limit:{name}:next   str   the earliest time the limit's next attempt may start (PX)
 
-Writes to history are compare-and-append: ``commit`` succeeds only if the
-history still has the length the caller replayed, and it records the events,
-updates the meta hash and enqueues the RQ jobs that follow in one round trip
-(the ``_COMMIT`` script; WATCH/MULTI for ``continue_as_new``). A loser of a
-race writes nothing and simply replays again, which is how a completion is
-recorded exactly once however often its job runs.
+Writes to history are compare-and-append: ``commit`` succeeds only if the history still has
+the length the caller replayed, and it records the events, updates the meta hash and enqueues
+the RQ jobs that follow in one round trip (the ``_COMMIT`` script; WATCH/MULTI for
+``continue_as_new``). A loser of a race writes nothing and replays again, which is how a
+completion is recorded exactly once however often its job runs.
 """
 
 from __future__ import annotations
@@ -182,11 +181,10 @@ _RPUSH_CHUNK = 500  # events per RPUSH: keeps each command far below Lua's unpac
 
 
 def _tip_mark(entry: bytes) -> bytes:
-    """What the commit script compares the history's last entry with: its length and first
-    256 bytes. Most entries are shorter and compared whole; a longer one starts with its
-    HMAC (signed) or with its sequence number and write time, so an entry rewritten at the
-    same position by another writer (after lost writes) does not match. (Cheaper than a
-    digest, and redis.sha1hex is missing from fakeredis.)"""
+    """What the commit script compares the history's last entry with: its length and first 256
+    bytes. Most entries are shorter and compared whole; a longer one starts with its HMAC or
+    its seq and write time, so an entry rewritten at the same position by another writer (after
+    lost writes) does not match. (Cheaper than a digest; fakeredis lacks redis.sha1hex.)"""
     return str(len(entry)).encode() + b":" + entry[:256]
 
 
@@ -476,8 +474,7 @@ class Store(Reads, Upkeep):
 
     def _enqueue(self, item: Dispatch, pipe: redis.client.Pipeline) -> None:
         queue = self.queue(item.queue)
-        # timeout=-1: durable enforces activity timeouts itself, so RQ must not kill a step
-        # half-way; result_ttl=0: the job's outcome lives in history, not in RQ.
+        # timeout=-1: durable times activities itself; result_ttl=0: the outcome lives in history.
         meta = {"durable_home": item.home} if item.home else None
         if item.at is not None and item.at > clock.now():
             job = queue.create_job(

@@ -106,6 +106,6 @@ def test_values_pickle_as_cloudpickle_would_where_it_matters():
         "sys.stdout.buffer.write(_pickle(Point(7)))\n"
     )
     data = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True).stdout
-    loaded = subprocess.run([sys.executable, "-c", "import sys, pickle; print(pickle.loads(sys.stdin.buffer.read()).x)"],
-                            input=data, check=True, capture_output=True)
+    reader = "import sys, pickle; print(pickle.loads(sys.stdin.buffer.read()).x)"
+    loaded = subprocess.run([sys.executable, "-c", reader], input=data, check=True, capture_output=True)
     assert loaded.stdout.strip() == b"7"
