@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.exceptions import NoScriptError
@@ -62,6 +62,19 @@ class Line:
         self._pool = client.connection_pool
         self._local = threading.local()
 
+    def call(self, *args: Any) -> Any:
+        """Any one command (the benchmarks' floor: what a write costs over this connection)."""
+        return self._call(pack(args))
+
+    def batch(self, *commands: Sequence[Any]) -> list[Any]:
+        """Several commands in one round trip (not a transaction), for writes that are safe to
+        send twice; a reply error is raised after every reply is read."""
+        replies = self._call(b"".join(pack(command) for command in commands), len(commands))
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+        return cast(list[Any], replies)
+
     def script(self, sha: str, source: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """``EVALSHA`` (``EVAL``'s script loaded first if the server lacks it)."""
         command = pack(["EVALSHA", sha, len(keys), *keys, *args])
@@ -71,7 +84,9 @@ class Line:
             self._call(pack(["SCRIPT", "LOAD", source]))
             return self._call(command)
 
-    def _call(self, command: bytes) -> Any:
+    def _call(self, command: bytes, replies: int = 0) -> Any:
+        """Send ``command`` and read its reply (or a list of ``replies`` replies, errors
+        included, for a batch)."""
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != os.getpid():  # (a forked child must not share the socket)
             conn = self._local.conn = self._pool.make_connection()
@@ -79,7 +94,15 @@ class Line:
         for last in (False, True):
             try:
                 conn.send_packed_command([command], check_health=False)
-                return conn.read_response()
+                if not replies:
+                    return conn.read_response()
+                out = []
+                for _ in range(replies):
+                    try:
+                        out.append(conn.read_response())
+                    except redis.ResponseError as exc:
+                        out.append(exc)
+                return out
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 conn.disconnect()
                 if last:

@@ -31,6 +31,7 @@ class Upkeep:
     if TYPE_CHECKING:  # provided by Store
         conn: redis.Redis
         _claim_expired: Any
+        _line: Any
         _rehome_script: Any
         _take_limit: Any
 
@@ -136,10 +137,7 @@ class Upkeep:
     def take_job(self, job_id: str, ttl: float, intermediate_key: str) -> None:
         """Lease a job a worker is starting and take it off RQ's intermediate list, in one
         round trip (RQ leaves it there when a worker serves several queues)."""
-        pipe = self.conn.pipeline(transaction=False)
-        pipe.zadd(self.leases_key, {job_id: clock.now() + ttl})
-        pipe.lrem(intermediate_key, 1, job_id)
-        pipe.execute()
+        self._line.batch(("ZADD", self.leases_key, clock.now() + ttl, job_id), ("LREM", intermediate_key, 1, job_id))
 
     def release_lease(self, job_id: str) -> None:
         self.conn.zrem(self.leases_key, job_id)
@@ -148,11 +146,10 @@ class Upkeep:
         """End the lease of a job whose final commit did not (it lost a race, or held), and
         with ``drop`` its RQ job hash, in one round trip: durable.Worker skips the RQ
         bookkeeping that would delete it (its jobs have ``result_ttl=0``)."""
-        pipe = self.conn.pipeline(transaction=False)
-        pipe.zrem(self.leases_key, job_id)
         if drop:
-            pipe.delete(Job.key_for(job_id))
-        pipe.execute()
+            self._line.batch(("ZREM", self.leases_key, job_id), ("DEL", Job.key_for(job_id)))
+        else:
+            self._line.call("ZREM", self.leases_key, job_id)
 
     def unleased_in_flight(self, intermediate_key: str) -> list[str]:
         """Ids in RQ's intermediate list (dequeued, not yet started) that hold no lease."""

@@ -31,3 +31,12 @@ def test_scripts_load_when_missing_and_errors_raise(client):
     assert line.script(sha, script, ["k"], [b"v"]) == [b"k", b"v"]  # loaded on NOSCRIPT, then run
     with pytest.raises(redis.ResponseError):
         line.script(client.conn.register_script("return redis.call('NOPE')").sha, "return redis.call('NOPE')", [], [])
+
+
+def test_a_batch_reads_every_reply_even_after_an_error(client):
+    line = Line(client.conn)
+    assert line.batch(("SET", "a", "1"), ("INCR", "a")) == [b"OK", 2]
+    with pytest.raises(redis.ResponseError):
+        line.batch(("HSET", "a", "f", "v"), ("SET", "b", "2"))  # a string is not a hash
+    assert client.conn.get("b") == b"2"  # the command after the error ran
+    assert line.call("GET", "a") == b"2"  # and the connection is in step with its replies

@@ -81,7 +81,8 @@ def run(ctx: Context) -> dict[str, Any]:
             row.values[f"dbos_{mode}"] = theirs[mode].to_dict()
         rows.append(row)
         floor = floors[fsync].median
-        rows.append(Row(metric=f"… floor: one write round trip from redis-py (RPUSH of 300 B, appendfsync {fsync})",
+        rows.append(Row(metric=f"… floor: one write round trip (RPUSH of 300 B over the commit's connection, "
+                               f"appendfsync {fsync})",
                         durable=fmt_seconds(floor), target="(context)",
                         ratio=f"{floor / TARGET_SECONDS:.0%} of the {fmt_seconds(TARGET_SECONDS)} budget; "
                               f"the step's own work: {fmt_seconds(mine - floor)}",
@@ -106,12 +107,17 @@ def _inline_step(conn: Any, n: int) -> float:
 
 
 def _write_round_trip(conn: Any, count: int = 500) -> float:
-    """Seconds per RPUSH of 300 bytes: the least one durable commit can cost at this setting
-    (with ``always`` the server fsyncs the AOF before it answers)."""
+    """Seconds per RPUSH of 300 bytes over the kind of connection a commit uses (``durable.line``):
+    the least one durable commit can cost at this setting (with ``always`` the server fsyncs
+    the AOF before it answers)."""
+    from durable.line import Line
+
+    line = Line(conn)
     key = f"bench-floor-{uuid.uuid4().hex[:8]}"
     payload = b"x" * 300
     with timer() as took:
         for _ in range(count):
-            conn.rpush(key, payload)
+            line.call("RPUSH", key, payload)
+    line.close()
     conn.delete(key)
     return took[0] / count
