@@ -93,6 +93,7 @@ class Line:
             self._local.pid = os.getpid()
         for last in (False, True):
             try:
+                conn.connect()  # a no-op when connected; a Sentinel-managed one asks for the primary here
                 conn.send_packed_command([command], check_health=False)
                 if not replies:
                     return conn.read_response()
