@@ -24,15 +24,16 @@ import hmac
 import os
 import pickle
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import cloudpickle
 
 from .errors import PayloadTooLarge, SerializationError, SignatureError
 from .events import Event, from_dict, to_dict
+from .packed import Part, decode_block, encode_block
 
 __all__ = ["dumps", "loads", "encode_event", "encode_events", "decode_event", "decode_events", "pack_events",
-           "unpack_events", "SECRET_ENV", "MAX_PAYLOAD_ENV", "PACK_FORMAT"]
+           "unpack_block", "SECRET_ENV", "MAX_PAYLOAD_ENV", "PACK_FORMAT"]
 
 SECRET_ENV = "DURABLE_SECRET"
 MAX_PAYLOAD_ENV = "DURABLE_MAX_PAYLOAD"
@@ -180,38 +181,34 @@ def decode_events(items: list[bytes]) -> list[Event]:
         return [decode_event(item) for item in items]  # for the precise error
 
 
-PACK_FORMAT = 1  # bump when the packed form changes: old packs are then ignored and rebuilt
+PACK_FORMAT = 2  # bump when the packed form changes: old packs are then ignored and rebuilt
 
 
-def pack_events(run_id: str, first: int, events: list[Event]) -> bytes:
+def pack_events(run_id: str, first: int, events: Sequence[Event]) -> bytes:
     """One packed block of history: ``events`` (from position ``first`` of run ``run_id``)
-    as a single pickle of the event objects, signed like any entry.
+    as a single pickle, signed like any entry.
 
-    A cold load then unpickles one object per block instead of one per event
-    and skips the dict form entirely. Equal ``options`` and empty ``kwargs`` are
-    shared, so the pickle memo stores them once. A pack is only ever a copy of
-    entries that stay in the history list, so it can be dropped at any time.
+    Runs of completed activities are stored as columns (``packed.encode_block``), so
+    that a cold load builds no object per event for them; other events as their dicts.
+    A pack is only ever a copy of entries that stay in the history list, so it can be
+    dropped at any time.
     """
-    shared: dict[str, Any] = {}
-    empty: dict[str, Any] = {}
-    for event in events:
-        options = event.__dict__.get("options")
-        if isinstance(options, dict):
-            event.__dict__["options"] = shared.setdefault(repr(options), options)
-        if event.__dict__.get("kwargs") == {}:
-            event.__dict__["kwargs"] = empty
-    return _sign(cloudpickle.dumps((PACK_FORMAT, run_id, first, events)))
+    return _sign(_pickle((PACK_FORMAT, run_id, first, encode_block(events, _pickle))))
 
 
-def unpack_events(data: bytes, run_id: str, first: int) -> list[Event] | None:
-    """The events of a block written by ``pack_events``, or None if it is not that block
-    of that run in this format (the caller then reads the history list itself)."""
+def unpack_block(data: bytes, run_id: str, first: int) -> tuple[list[Part], int] | None:
+    """The parts of a block written by ``pack_events`` and how many events they hold, or
+    None if it is not that block of that run in this format (the caller then reads the
+    history list itself)."""
     try:
-        fmt, packed_run, packed_first, events = loads(data, "a packed history block")
+        fmt, packed_run, packed_first, parts = loads(data, "a packed history block")
     except SignatureError:
         raise
     except Exception:
         return None
     if fmt != PACK_FORMAT or packed_run != run_id or packed_first != first:
         return None
-    return cast(list[Event], events)
+    try:
+        return decode_block(parts, first)
+    except Exception:
+        return None
