@@ -17,9 +17,9 @@ from redis.client import PubSub
 
 from .errors import WorkflowNotFound
 from .events import Event
-from .packed import History, Part
+from .packed import History
 from .records import Meta
-from .serialization import decode_events, pack_events, unpack_block
+from .serialization import decode_events, pack_events, unpack_blocks
 
 __all__ = ["Reads", "PACK_SIZE"]
 
@@ -86,14 +86,11 @@ class Reads:
         if not flat:
             return None, [], b""
         meta = Meta.decode(workflow_id, dict(zip(flat[::2], flat[1::2], strict=True)))
-        parts: list[Part] = []
-        for number, block in enumerate(blocks):
-            unpacked = unpack_block(block, meta.run_id, number * PACK_SIZE)
-            if unpacked is None or unpacked[1] != PACK_SIZE:  # another format or run: read the list
-                self.conn.delete(self.packed_key(workflow_id))
-                raw = cast(list[bytes], self.conn.lrange(self.history_key(workflow_id), 0, -1))
-                return meta, decode_events(raw), raw[-1] if raw else b""
-            parts += unpacked[0]
+        parts = unpack_blocks(blocks, meta.run_id, PACK_SIZE)
+        if parts is None:  # another format, run or position: read the list
+            self.conn.delete(self.packed_key(workflow_id))
+            raw = cast(list[bytes], self.conn.lrange(self.history_key(workflow_id), 0, -1))
+            return meta, decode_events(raw), raw[-1] if raw else b""
         rest = decode_events(tail)
         if pack and len(rest) >= PACK_SIZE:
             self._pack(workflow_id, meta.run_id, len(blocks), rest)

@@ -33,7 +33,7 @@ from .events import Event, from_dict, to_dict
 from .packed import Part, decode_block, encode_block
 
 __all__ = ["dumps", "loads", "encode_event", "encode_events", "decode_event", "decode_events", "pack_events",
-           "unpack_block", "SECRET_ENV", "MAX_PAYLOAD_ENV", "PACK_FORMAT"]
+           "unpack_blocks", "SECRET_ENV", "MAX_PAYLOAD_ENV", "PACK_FORMAT"]
 
 SECRET_ENV = "DURABLE_SECRET"
 MAX_PAYLOAD_ENV = "DURABLE_MAX_PAYLOAD"
@@ -196,19 +196,31 @@ def pack_events(run_id: str, first: int, events: Sequence[Event]) -> bytes:
     return _sign(_pickle((PACK_FORMAT, run_id, first, encode_block(events, _pickle))))
 
 
-def unpack_block(data: bytes, run_id: str, first: int) -> tuple[list[Part], int] | None:
-    """The parts of a block written by ``pack_events`` and how many events they hold, or
-    None if it is not that block of that run in this format (the caller then reads the
-    history list itself)."""
-    try:
-        fmt, packed_run, packed_first, parts = loads(data, "a packed history block")
-    except SignatureError:
-        raise
-    except Exception:
-        return None
-    if fmt != PACK_FORMAT or packed_run != run_id or packed_first != first:
-        return None
-    try:
-        return decode_block(parts, first)
-    except Exception:
-        return None
+def unpack_blocks(blocks: Sequence[bytes], run_id: str, size: int, first: int = 0) -> list[Part] | None:
+    """The parts of consecutive blocks written by ``pack_events``, of ``size`` events each
+    from history position ``first`` of run ``run_id``; None if any is not that block in
+    this format (the caller then reads the history list itself). A cold load reads them
+    all at once: the secret is looked up once, not per block."""
+    plain = not _keys()
+    parts: list[Part] = []
+    for number, data in enumerate(blocks):
+        position = first + number * size
+        try:
+            if plain and not data.startswith(_MAGIC):
+                fmt, packed_run, packed_first, raw = pickle.loads(data)
+            else:
+                fmt, packed_run, packed_first, raw = loads(data, "a packed history block")
+        except SignatureError:
+            raise
+        except Exception:
+            return None
+        if fmt != PACK_FORMAT or packed_run != run_id or packed_first != position:
+            return None
+        try:
+            decoded, count = decode_block(raw, position)
+        except Exception:
+            return None
+        if count != size:
+            return None
+        parts += decoded
+    return parts

@@ -41,7 +41,7 @@ from durable.inspection import inspect_workflow
 from durable.packed import History, PairRun
 from durable.registry import resolve
 from durable.replay import Replayer
-from durable.serialization import _sign, decode_event, pack_events, unpack_block
+from durable.serialization import _sign, decode_event, pack_events, unpack_blocks
 from durable.store import PACK_SIZE, Store
 
 from . import workflows
@@ -70,14 +70,11 @@ def pairs(start, stop, act=step):
 
 def packed(events, size):
     """The history a cold load returns when the full blocks of ``size`` events are packed."""
-    parts: list = []
     full = len(events) // size * size
-    for first in range(0, full, size):
-        decoded = unpack_block(pack_events("r", first, events[first:first + size]), "r", first)
-        assert decoded is not None and decoded[1] == size
-        parts += decoded[0]
-    parts.append(list(events[full:]))
-    return History(parts)
+    parts = unpack_blocks([pack_events("r", first, events[first:first + size]) for first in range(0, full, size)],
+                          "r", size)
+    assert parts is not None
+    return History([*parts, list(events[full:])])
 
 
 def saw(seen, value):
@@ -339,7 +336,7 @@ def test_a_history_fed_after_the_first_step_is_fed_as_events():
     replayer.feed(pairs(0, 3))
     assert replayer.step().new[0][0] == 3
     # history that records activities at 2 and 3 again (the code already passed 2 and waits at 3)
-    parts, _ = unpack_block(pack_events("r", 6, pairs(2, 4)), "r", 6)
+    parts = unpack_blocks([pack_events("r", 6, pairs(2, 4))], "r", 4, first=6)
     assert isinstance(parts[0], PairRun)
     replayer.feed(History(parts))
     with pytest.raises(NonDeterminismError, match="sequence 3: history recorded activity"):
@@ -354,7 +351,7 @@ def test_a_run_whose_seqs_history_already_holds_is_fed_as_events():
     earlier = [ActivityScheduled(seq=1, activity=other.path), ActivityCompleted(seq=1, result="first")]
     seen, _, _ = check_same(flow, earlier + pairs(0, 4))
     assert seen[1] == ("first", True)  # the earliest answer wins, whatever holds the later one
-    parts, _ = unpack_block(pack_events("r", 2, pairs(0, 4)), "r", 2)
+    parts = unpack_blocks([pack_events("r", 2, pairs(0, 4))], "r", 8, first=2)
     assert observe(flow, History([earlier, *parts])) == observe(flow, earlier + pairs(0, 4))
 
 
