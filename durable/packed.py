@@ -28,7 +28,7 @@ from typing import Any, overload
 from .errors import SerializationError
 from .events import ActivityCompleted, ActivityScheduled, Event, from_dict, to_dict
 
-__all__ = ["PairRun", "History", "Part", "encode_block", "decode_block"]
+__all__ = ["PairRun", "History", "Part", "encode_block", "decode_block", "from_dicts"]
 
 # Kept by the columns themselves; the nested pickle holds the other fields of each event.
 _SCHEDULED_OWN = ("seq", "activity", "v", "type")
@@ -42,12 +42,15 @@ class PairRun:
 
     __slots__ = ("index", "seq", "activities", "results", "_rest", "_events")
 
-    def __init__(self, index: int, seq: int, activities: list[str], results: list[Any], rest: bytes) -> None:
+    def __init__(self, index: int, seq: int, activities: list[str], results: list[Any],
+                 rest: bytes | list[dict[str, Any]]) -> None:
         self.index = index
         self.seq = seq
         self.activities = activities
         self.results = results
-        self._rest = rest  # pickled (scheduled field names, rows, completed field names, rows)
+        # From a block: pickled (scheduled field names, rows, completed field names, rows);
+        # from the history list: the stored dict of each event.
+        self._rest = rest
         self._events: list[Event] | None = None
 
     def __len__(self) -> int:
@@ -56,26 +59,30 @@ class PairRun:
     def events(self) -> list[Event]:
         """The run's events, built once: equal to decoding the entries it copies."""
         if self._events is None:
-            try:
-                scheduled_names, scheduled_rows, completed_names, completed_rows = pickle.loads(self._rest)
-            except Exception as exc:  # the block's signature was checked when it was loaded
-                raise SerializationError(
-                    f"cannot deserialize the events of packed history at position {self.index}: "
-                    f"{type(exc).__name__}: {exc}. Is a class it refers to missing from this worker's code?"
-                ) from exc
-            out: list[Event] = []
-            seq = self.seq
-            for activity, result, scheduled, completed in zip(self.activities, self.results, scheduled_rows,
-                                                              completed_rows, strict=True):
-                fields = dict(zip(scheduled_names, scheduled, strict=True))
-                fields.update(type=ActivityScheduled.type, seq=seq, activity=activity)
-                out.append(from_dict(fields))
-                fields = dict(zip(completed_names, completed, strict=True))
-                fields.update(type=ActivityCompleted.type, seq=seq, result=result)
-                out.append(from_dict(fields))
-                seq += 1
-            self._events = out
+            rest = self._rest
+            self._events = [from_dict(data) for data in rest] if isinstance(rest, list) else self._unpickle(rest)
         return self._events
+
+    def _unpickle(self, rest: bytes) -> list[Event]:
+        try:
+            scheduled_names, scheduled_rows, completed_names, completed_rows = pickle.loads(rest)
+        except Exception as exc:  # the block's signature was checked when it was loaded
+            raise SerializationError(
+                f"cannot deserialize the events of packed history at position {self.index}: "
+                f"{type(exc).__name__}: {exc}. Is a class it refers to missing from this worker's code?"
+            ) from exc
+        out: list[Event] = []
+        seq = self.seq
+        for activity, result, scheduled, completed in zip(self.activities, self.results, scheduled_rows,
+                                                          completed_rows, strict=True):
+            fields = dict(zip(scheduled_names, scheduled, strict=True))
+            fields.update(type=ActivityScheduled.type, seq=seq, activity=activity)
+            out.append(from_dict(fields))
+            fields = dict(zip(completed_names, completed, strict=True))
+            fields.update(type=ActivityCompleted.type, seq=seq, result=result)
+            out.append(from_dict(fields))
+            seq += 1
+        return out
 
 
 Part = PairRun | list[Event]
@@ -200,3 +207,34 @@ def decode_block(parts: list[Any], first: int) -> tuple[list[Part], int]:
             out.append(events)
             index += len(events)
     return out, index - first
+
+
+_SCHEDULED, _COMPLETED = ActivityScheduled.type, ActivityCompleted.type
+
+
+def from_dicts(items: list[dict[str, Any]], first: int) -> list[Part]:
+    """The parts of history entries as stored (dicts), the first at history position ``first``:
+    runs of completed activities as ``PairRun`` (their dicts decoded only when read), the
+    other entries decoded to events. A cold load's entries after the packed blocks."""
+    parts: list[Part] = []
+    plain: list[dict[str, Any]] = []
+    i, size = 0, len(items)
+    while i < size:
+        start = i
+        seq = items[i].get("seq", -1)
+        while (i + 1 < size and items[i].get("type") == _SCHEDULED and items[i + 1].get("type") == _COMPLETED
+               and items[i].get("seq", -1) == items[i + 1].get("seq", -1) == seq + (i - start) // 2):
+            i += 2
+        if i == start:
+            plain.append(items[i])
+            i += 1
+            continue
+        if plain:
+            parts.append([from_dict(data) for data in plain])
+            plain = []
+        run = items[start:i]
+        parts.append(PairRun(first + start, seq, [data.get("activity", "") for data in run[::2]],
+                             [data.get("result") for data in run[1::2]], run))
+    if plain:
+        parts.append([from_dict(data) for data in plain])
+    return parts

@@ -19,7 +19,7 @@ from .errors import WorkflowNotFound
 from .events import Event
 from .packed import History
 from .records import Meta
-from .serialization import decode_events, pack_events, unpack_blocks
+from .serialization import decode_entries, decode_events, pack_events, unpack_blocks
 
 __all__ = ["Reads", "PACK_SIZE"]
 
@@ -66,8 +66,8 @@ class Reads:
         round trip, for a run whose first ``known`` events a worker holds, ending with
         the entry ``tip``; ``known`` 0 for a cold load.
 
-        The events are a list, or from packed blocks a ``History`` (a sequence that
-        builds its events when read, and that the replay engine reads without them).
+        A cold load's events are a ``History``: a sequence that builds its events when
+        read, and whose runs of completed activities the replay engine reads without them.
         Events None: the history no longer starts the way the worker saw it (writes
         lost in a failover or an AOF restart, then others wrote other events at those
         positions), so what it holds is stale and it must load from the start.
@@ -91,13 +91,10 @@ class Reads:
             self.conn.delete(self.packed_key(workflow_id))
             raw = cast(list[bytes], self.conn.lrange(self.history_key(workflow_id), 0, -1))
             return meta, decode_events(raw), raw[-1] if raw else b""
-        rest = decode_events(tail)
+        rest = History(decode_entries(tail, len(blocks) * PACK_SIZE))
         if pack and len(rest) >= PACK_SIZE:
-            self._pack(workflow_id, meta.run_id, len(blocks), rest)
-        if not parts:
-            return meta, rest, cast(bytes, last)
-        parts.append(rest)
-        return meta, History(parts), cast(bytes, last)
+            self._pack(workflow_id, meta.run_id, len(blocks), rest.events())
+        return meta, History(parts + list(rest.parts)), cast(bytes, last)
 
     def _pack(self, workflow_id: str, run_id: str, have: int, rest: list[Event]) -> None:
         new = [pack_events(run_id, (have + i) * PACK_SIZE, rest[i * PACK_SIZE:(i + 1) * PACK_SIZE])

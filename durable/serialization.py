@@ -30,10 +30,10 @@ import cloudpickle
 
 from .errors import PayloadTooLarge, SerializationError, SignatureError
 from .events import Event, from_dict, to_dict
-from .packed import Part, decode_block, encode_block
+from .packed import Part, decode_block, encode_block, from_dicts
 
-__all__ = ["dumps", "loads", "encode_event", "encode_events", "decode_event", "decode_events", "pack_events",
-           "unpack_blocks", "SECRET_ENV", "MAX_PAYLOAD_ENV", "PACK_FORMAT"]
+__all__ = ["dumps", "loads", "encode_event", "encode_events", "decode_event", "decode_events", "decode_entries",
+           "pack_events", "unpack_blocks", "SECRET_ENV", "MAX_PAYLOAD_ENV", "PACK_FORMAT"]
 
 SECRET_ENV = "DURABLE_SECRET"
 MAX_PAYLOAD_ENV = "DURABLE_MAX_PAYLOAD"
@@ -179,6 +179,21 @@ def decode_events(items: list[bytes]) -> list[Event]:
         return [from_dict(cloudpickle.loads(item)) for item in items]
     except Exception:
         return [decode_event(item) for item in items]  # for the precise error
+
+
+def decode_entries(items: list[bytes], first: int) -> list[Part]:
+    """``decode_events`` of entries from history position ``first``, as the parts of a
+    ``History``: runs of completed activities are kept as their dicts (``packed.from_dicts``)."""
+    if _keys() or any(item.startswith(_MAGIC) for item in items):
+        dicts = [loads(item, "a history event") for item in items]
+    else:
+        try:
+            dicts = [pickle.loads(item) for item in items]
+        except Exception:
+            dicts = []
+    if len(dicts) != len(items) or not all(type(data) is dict for data in dicts):
+        return [decode_events(items)]  # raises the precise error
+    return from_dicts(dicts, first)
 
 
 PACK_FORMAT = 2  # bump when the packed form changes: old packs are then ignored and rebuilt

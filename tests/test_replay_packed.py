@@ -21,7 +21,7 @@ import pytest
 
 import durable
 from durable import clock
-from durable.errors import NonDeterminismError
+from durable.errors import NonDeterminismError, SerializationError
 from durable.events import (
     ActivityCompleted,
     ActivityFailedEvent,
@@ -41,7 +41,15 @@ from durable.inspection import inspect_workflow
 from durable.packed import History, PairRun
 from durable.registry import resolve
 from durable.replay import Replayer
-from durable.serialization import _sign, decode_event, pack_events, unpack_blocks
+from durable.serialization import (
+    SECRET_ENV,
+    _sign,
+    decode_entries,
+    decode_event,
+    encode_events,
+    pack_events,
+    unpack_blocks,
+)
 from durable.store import PACK_SIZE, Store
 
 from . import workflows
@@ -69,12 +77,13 @@ def pairs(start, stop, act=step):
 
 
 def packed(events, size):
-    """The history a cold load returns when the full blocks of ``size`` events are packed."""
+    """The history a cold load returns when the full blocks of ``size`` events are packed
+    (and the entries after them are read from the list)."""
     full = len(events) // size * size
     parts = unpack_blocks([pack_events("r", first, events[first:first + size]) for first in range(0, full, size)],
                           "r", size)
     assert parts is not None
-    return History([*parts, list(events[full:])])
+    return History([*parts, *decode_entries(encode_events(events[full:]), full)])
 
 
 def saw(seen, value):
@@ -302,6 +311,20 @@ def test_composites_over_pairs_of_a_run():
     assert ([10], True) in seen and ((0, 20), True) in seen and outcomes[0][0] == "complete"
 
 
+def test_a_fan_out_whose_records_and_answers_interleave():
+    def flow(seen):
+        saw(seen, (yield durable.all_of(step(0), step(1), step(2))))
+        for i in range(3, 7):
+            saw(seen, (yield step(i)))
+
+    sched = [pair(seq)[0] for seq in range(3)]
+    done = [pair(seq)[1] for seq in range(3)]
+    # a scheduled activity right before another one's completion is not a pair
+    events = [sched[0], sched[1], done[0], sched[2], done[2], done[1]] + pairs(3, 7)
+    seen, outcomes, _ = check_same(flow, events)
+    assert seen[0] == ([0, 10, 20], True) and outcomes[0][0] == "complete"
+
+
 def test_the_next_step_after_a_compact_replay():
     seen, outcomes, _ = check_same(sequence, pairs(0, 7), more=pair(7))
     assert [kind[0] for kind in outcomes] == ["schedule", "schedule"] and outcomes[1][1][0][0] == 8
@@ -416,6 +439,29 @@ def test_a_cold_load_replays_compact_runs_from_the_store(client):
     replayer.feed(history)
     assert replayer.step().new[0][0] == PACK_SIZE * 2 - 1
     assert all(part._events is None for part in history.parts if isinstance(part, PairRun))
+
+
+def test_signed_blocks_and_entries_load_the_same(client, monkeypatch):
+    monkeypatch.setenv(SECRET_ENV, "s3cret")
+    n = PACK_SIZE + 5
+    handle = client.start(workflows.tallied, n, queue="nobody-serves-this")
+    store = Store(client.conn)
+    events = tallied_history(n, sleeping=True)
+    assert store.commit(handle.id, 0, events)
+    store.load(handle.id, pack=True)
+    _, history = store.load(handle.id)
+    assert isinstance(history, History) and sum(isinstance(p, PairRun) for p in history.parts) >= 2
+    assert [to_dict(e) for e in history] == [to_dict(e) for e in events]
+
+
+def test_an_unreadable_entry_after_the_blocks_raises_as_before(client):
+    handle = client.start(workflows.tallied, PACK_SIZE, queue="nobody-serves-this")
+    store = Store(client.conn)
+    assert store.commit(handle.id, 0, tallied_history(PACK_SIZE // 2 + 2))
+    store.load(handle.id, pack=True)
+    client.conn.rpush(store.history_key(handle.id), b"not a pickle")
+    with pytest.raises(SerializationError, match="cannot deserialize a history event"):
+        store.load(handle.id)
 
 
 def tallied_history(n, *, sleeping=False):
