@@ -16,12 +16,10 @@ import json
 import pickle
 from pathlib import Path
 
-import cloudpickle
 import pytest
 
 import durable
-from durable import clock
-from durable.errors import NonDeterminismError, SerializationError
+from durable.errors import NonDeterminismError
 from durable.events import (
     ActivityCompleted,
     ActivityFailedEvent,
@@ -37,22 +35,16 @@ from durable.events import (
     ValueRecorded,
     to_dict,
 )
-from durable.inspection import inspect_workflow
 from durable.packed import History, PairRun
 from durable.registry import resolve
 from durable.replay import Replayer
 from durable.serialization import (
-    SECRET_ENV,
-    _sign,
     decode_entries,
     decode_event,
     encode_events,
     pack_events,
     unpack_blocks,
 )
-from durable.store import PACK_SIZE, Store
-
-from . import workflows
 
 SIZES = (2, 3, 5, 8, 64)  # events per block
 
@@ -391,7 +383,7 @@ def test_a_history_fed_after_other_events_keeps_history_positions():
     assert seen == expected[0]
 
 
-# -- the history as a sequence, and the store ---------------------------------------------------
+# -- the history as a sequence --------------------------------------------------------------------
 
 
 def test_a_packed_history_reads_as_its_events():
@@ -409,90 +401,6 @@ def test_pack_events_leaves_the_events_alone():
     before = [to_dict(e) for e in events]
     pack_events("r", 0, events)
     assert [to_dict(e) for e in events] == before
-
-
-def test_a_block_of_the_old_format_is_ignored_and_rebuilt(client):
-    handle = client.start(workflows.tallied, PACK_SIZE, queue="nobody-serves-this")
-    store = Store(client.conn)
-    events = pairs(0, PACK_SIZE // 2 + 3)
-    assert store.commit(handle.id, 0, events)
-    run_id = store.meta(handle.id).run_id
-    old = _sign(cloudpickle.dumps((1, run_id, 0, events[:PACK_SIZE])))
-    client.conn.rpush(store.packed_key(handle.id), old)
-    _, loaded = store.load(handle.id, pack=True)
-    assert isinstance(loaded, list) and [to_dict(e) for e in loaded] == [to_dict(e) for e in events]
-    assert not client.conn.exists(store.packed_key(handle.id))
-    store.load(handle.id, pack=True)  # a worker's next cold load packs it again, in this format
-    _, again = store.load(handle.id)
-    assert isinstance(again, History) and any(isinstance(p, PairRun) for p in again.parts)
-    assert again == events
-
-
-def test_a_cold_load_replays_compact_runs_from_the_store(client):
-    handle = client.start(workflows.tallied, PACK_SIZE * 2, queue="nobody-serves-this")
-    store = Store(client.conn)
-    assert store.commit(handle.id, 0, tallied_history(PACK_SIZE * 2 - 1))
-    store.load(handle.id, pack=True)
-    meta, history = store.load(handle.id)
-    assert isinstance(history, History)
-    replayer = Replayer(workflows.tallied.func, (PACK_SIZE * 2,), workflow_id=handle.id, run_id=meta.run_id)
-    replayer.feed(history)
-    assert replayer.step().new[0][0] == PACK_SIZE * 2 - 1
-    assert all(part._events is None for part in history.parts if isinstance(part, PairRun))
-
-
-def test_signed_blocks_and_entries_load_the_same(client, monkeypatch):
-    monkeypatch.setenv(SECRET_ENV, "s3cret")
-    n = PACK_SIZE + 5
-    handle = client.start(workflows.tallied, n, queue="nobody-serves-this")
-    store = Store(client.conn)
-    events = tallied_history(n, sleeping=True)
-    assert store.commit(handle.id, 0, events)
-    store.load(handle.id, pack=True)
-    _, history = store.load(handle.id)
-    assert isinstance(history, History) and sum(isinstance(p, PairRun) for p in history.parts) >= 2
-    assert [to_dict(e) for e in history] == [to_dict(e) for e in events]
-
-
-def test_an_unreadable_entry_after_the_blocks_raises_as_before(client):
-    handle = client.start(workflows.tallied, PACK_SIZE, queue="nobody-serves-this")
-    store = Store(client.conn)
-    assert store.commit(handle.id, 0, tallied_history(PACK_SIZE // 2 + 2))
-    store.load(handle.id, pack=True)
-    client.conn.rpush(store.history_key(handle.id), b"not a pickle")
-    with pytest.raises(SerializationError, match="cannot deserialize a history event"):
-        store.load(handle.id)
-
-
-def tallied_history(n, *, sleeping=False):
-    events, total = [], 0
-    for i in range(n):
-        events += [ActivityScheduled(seq=i, time=50.0, activity=workflows.add.path, args=(total, i)),
-                   ActivityCompleted(seq=i, time=51.0, result=total + i)]
-        total += i
-    if sleeping:
-        events.append(TimerStarted(seq=n, time=60.0, fire_at=60.0 + 3600))
-    return events
-
-
-def test_inspecting_a_run_loaded_from_compact_blocks(client):
-    n = PACK_SIZE + 7
-    handle = client.start(workflows.tallied, n, queue="nobody-serves-this")
-    store = Store(client.conn)
-    assert store.commit(handle.id, 0, tallied_history(n, sleeping=True))
-    previous = clock.use(lambda: 1000.0)
-    try:
-        plain = inspect_workflow(store, handle.id).as_dict()  # nothing packed yet: from the list
-        _, history = store.load(handle.id, pack=True)
-        assert client.conn.llen(store.packed_key(handle.id)) == (2 * n + 1) // PACK_SIZE
-        _, history = store.load(handle.id)
-        assert isinstance(history, History)
-        compact = inspect_workflow(store, handle.id).as_dict()
-    finally:
-        clock.use(previous)
-    assert compact == plain
-    assert compact["replay"] == "wait" and compact["waiting_on"].startswith("sleep")
-    assert compact["frames"][0]["locals"]["total"] == repr(sum(range(n)))
 
 
 # -- golden histories, packed ------------------------------------------------------------------
