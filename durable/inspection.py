@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import linecache
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -153,7 +153,7 @@ def describe(command: Command) -> str:
     return f"{command.kind} {command.name}"
 
 
-def _waiting(store: Store, seq: int, command: Command, history: list[Event], signalled: bool) -> Waiting:
+def _waiting(store: Store, seq: int, command: Command, history: Sequence[Event], signalled: bool) -> Waiting:
     """What history says about leaf ``seq``: recorded when, answered or not, retries, deadlines."""
     recorded = answer = None
     retries: list[ActivityRetrying] = []

@@ -65,6 +65,8 @@ from .events import (
     TimerFired,
     ValueRecorded,
 )
+from .packed import History
+from .replay_packed import PackedReplay
 
 __all__ = ["Decision", "Replayer"]
 
@@ -95,7 +97,7 @@ class _Answer:
     signals: list[tuple[str, int]] = field(default_factory=list)  # signals it consumes
 
 
-class Replayer:
+class Replayer(PackedReplay):
     """Drives one run of a workflow generator through its history."""
 
     def __init__(
@@ -128,6 +130,7 @@ class Replayer:
         self._next_seq = 0
         self._pending: _Node | None = None
         self._outcome: Decision | None = None
+        self._runs, self._span = {}, (0, 0)  # compact runs of completed activities (replay_packed)
 
     @property
     def history_length(self) -> int:
@@ -156,11 +159,17 @@ class Replayer:
         return node.command, tuple((leaf.seq, leaf.command) for leaf in node.leaves())
 
     def feed(self, events: Iterable[Event]) -> None:
-        """Add history events, in history order, after those already fed."""
-        scheduled, answers, opened = self._scheduled, self._answers, self._open
+        """Add history events, in history order, after those already fed (a cold load's
+        ``History`` keeps its compact runs compact)."""
+        if type(events) is History:
+            return self._feed_history(events)
+        scheduled, answers, opened, runs = self._scheduled, self._answers, self._open, self._runs
+        lo, hi = self._span
         index = self._length
         for event in events:
             kind = type(event)
+            if runs and lo <= event.seq < hi:  # it touches a compact run: real events first
+                self._unpack_all()
             if kind is ActivityScheduled:  # the two commonest events first, without the general checks
                 scheduled[event.seq] = opened[event.seq] = event
                 self._last_command_index = index
@@ -222,11 +231,13 @@ class Replayer:
             node = self._pending
             assert node is not None
             command = node.command
+            if type(command) is ActivityCall and not self._cancels:
+                self._fast_forward(node)
+                if self._pending is not node:
+                    continue  # it made progress
+            if self._runs:  # what follows reads history at these seqs: as real events
+                self._unpack_at(leaf.seq for leaf in node.leaves())
             if node.seq >= 0 and type(command) is not WaitSignal:
-                if type(command) is ActivityCall and not self._cancels:
-                    self._fast_forward(node)
-                    if self._pending is not node:
-                        continue  # it made progress
                 # The common case, kept short: one activity, timer, child or value.
                 seq = node.seq
                 recorded = scheduled.get(seq)
@@ -423,9 +434,17 @@ class Replayer:
         """
         scheduled, answers, state, gen = self._scheduled, self._answers, self._state, self._gen
         assert gen is not None
-        last = self._last_command_index
+        last, runs = self._last_command_index, self._runs
         seq, command = node.seq, node.command
         while True:
+            if seq in runs:  # a compact run of them starts here
+                went = self._forward_run(seq, command)
+                if went is None:
+                    return
+                seq, command, more = went
+                if more:
+                    continue
+                break
             recorded = scheduled.get(seq)
             if type(recorded) is not ActivityScheduled or recorded.activity != command.activity:  # type: ignore[union-attr,attr-defined]
                 break
@@ -454,6 +473,7 @@ class Replayer:
 
     def _patch_predates(self, command: Patched) -> bool:
         """True when history at this point was recorded by code without the patch."""
+        self._unpack_at((self._next_seq,))
         recorded = self._scheduled.get(self._next_seq)
         if isinstance(recorded, MarkerRecorded) and recorded.change_id == command.change_id:
             return False
@@ -475,4 +495,5 @@ class Replayer:
 
     def _finish(self, outcome: Decision) -> Decision:
         """Check that history has nothing the finished code never reached, and the same ending."""
+        self._unpack_all()
         return check_ending(self._what(), self._scheduled, self._terminal, outcome)

@@ -24,15 +24,16 @@ import hmac
 import os
 import pickle
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import cloudpickle
 
 from .errors import PayloadTooLarge, SerializationError, SignatureError
 from .events import Event, from_dict, to_dict
+from .packed import Part, decode_block, encode_block, from_dicts
 
-__all__ = ["dumps", "loads", "encode_event", "encode_events", "decode_event", "decode_events", "pack_events",
-           "unpack_events", "SECRET_ENV", "MAX_PAYLOAD_ENV", "PACK_FORMAT"]
+__all__ = ["dumps", "loads", "encode_event", "encode_events", "decode_event", "decode_events", "decode_entries",
+           "pack_events", "unpack_blocks", "SECRET_ENV", "MAX_PAYLOAD_ENV", "PACK_FORMAT"]
 
 SECRET_ENV = "DURABLE_SECRET"
 MAX_PAYLOAD_ENV = "DURABLE_MAX_PAYLOAD"
@@ -180,38 +181,61 @@ def decode_events(items: list[bytes]) -> list[Event]:
         return [decode_event(item) for item in items]  # for the precise error
 
 
-PACK_FORMAT = 1  # bump when the packed form changes: old packs are then ignored and rebuilt
+def decode_entries(items: list[bytes], first: int) -> list[Part]:
+    """``decode_events`` of entries from history position ``first``, as the parts of a
+    ``History``: runs of completed activities are kept as their dicts (``packed.from_dicts``)."""
+    if _keys() or any(item.startswith(_MAGIC) for item in items):
+        dicts = [loads(item, "a history event") for item in items]
+    else:
+        try:
+            dicts = [pickle.loads(item) for item in items]
+        except Exception:
+            dicts = []
+    if len(dicts) != len(items) or not all(type(data) is dict for data in dicts):
+        return [decode_events(items)]  # raises the precise error
+    return from_dicts(dicts, first)
 
 
-def pack_events(run_id: str, first: int, events: list[Event]) -> bytes:
+PACK_FORMAT = 2  # bump when the packed form changes: old packs are then ignored and rebuilt
+
+
+def pack_events(run_id: str, first: int, events: Sequence[Event]) -> bytes:
     """One packed block of history: ``events`` (from position ``first`` of run ``run_id``)
-    as a single pickle of the event objects, signed like any entry.
+    as a single pickle, signed like any entry.
 
-    A cold load then unpickles one object per block instead of one per event
-    and skips the dict form entirely. Equal ``options`` and empty ``kwargs`` are
-    shared, so the pickle memo stores them once. A pack is only ever a copy of
-    entries that stay in the history list, so it can be dropped at any time.
+    Runs of completed activities are stored as columns (``packed.encode_block``), so
+    that a cold load builds no object per event for them; other events as their dicts.
+    A pack is only ever a copy of entries that stay in the history list, so it can be
+    dropped at any time.
     """
-    shared: dict[str, Any] = {}
-    empty: dict[str, Any] = {}
-    for event in events:
-        options = event.__dict__.get("options")
-        if isinstance(options, dict):
-            event.__dict__["options"] = shared.setdefault(repr(options), options)
-        if event.__dict__.get("kwargs") == {}:
-            event.__dict__["kwargs"] = empty
-    return _sign(cloudpickle.dumps((PACK_FORMAT, run_id, first, events)))
+    return _sign(_pickle((PACK_FORMAT, run_id, first, encode_block(events, _pickle))))
 
 
-def unpack_events(data: bytes, run_id: str, first: int) -> list[Event] | None:
-    """The events of a block written by ``pack_events``, or None if it is not that block
-    of that run in this format (the caller then reads the history list itself)."""
-    try:
-        fmt, packed_run, packed_first, events = loads(data, "a packed history block")
-    except SignatureError:
-        raise
-    except Exception:
-        return None
-    if fmt != PACK_FORMAT or packed_run != run_id or packed_first != first:
-        return None
-    return cast(list[Event], events)
+def unpack_blocks(blocks: Sequence[bytes], run_id: str, size: int, first: int = 0) -> list[Part] | None:
+    """The parts of consecutive blocks written by ``pack_events``, of ``size`` events each
+    from history position ``first`` of run ``run_id``; None if any is not that block in
+    this format (the caller then reads the history list itself). A cold load reads them
+    all at once: the secret is looked up once, not per block."""
+    plain = not _keys()
+    parts: list[Part] = []
+    for number, data in enumerate(blocks):
+        position = first + number * size
+        try:
+            if plain and not data.startswith(_MAGIC):
+                fmt, packed_run, packed_first, raw = pickle.loads(data)
+            else:
+                fmt, packed_run, packed_first, raw = loads(data, "a packed history block")
+        except SignatureError:
+            raise
+        except Exception:
+            return None
+        if fmt != PACK_FORMAT or packed_run != run_id or packed_first != position:
+            return None
+        try:
+            decoded, count = decode_block(raw, position)
+        except Exception:
+            return None
+        if count != size:
+            return None
+        parts += decoded
+    return parts

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,7 +129,7 @@ class Step:
             # the attempt's outcome.
             assert cached is not None
             meta: Meta | None = cached.meta
-            events: list[Event] | None = []
+            events: Sequence[Event] | None = []
             self._tip = cached.tip
         else:
             try:
@@ -433,7 +434,7 @@ class Step:
         observability.held(reason)
         self.store.hold(self.workflow_id, reason)
 
-    def _hold_recording(self, reason: str, meta: Meta, events: list[Event]) -> bool:
+    def _hold_recording(self, reason: str, meta: Meta, events: Sequence[Event]) -> bool:
         """Hold a workflow whose code cannot be loaded, still recording what this job
         brings (an activity's outcome, a due timer): only history needs reading for that."""
         bare = Replayer(_unloadable, workflow_id=self.workflow_id, run_id=self.run_id, name=meta.name)

@@ -8,12 +8,17 @@ and read the list instead.
 
 from __future__ import annotations
 
+import cloudpickle
 import pytest
 
-from durable.errors import SignatureError
-from durable.events import ActivityCompleted, ActivityScheduled, to_dict
+from durable import clock
+from durable.errors import SerializationError, SignatureError
+from durable.events import ActivityCompleted, ActivityScheduled, TimerStarted, to_dict
+from durable.inspection import inspect_workflow
+from durable.packed import History, PairRun
 from durable.records import Dispatch, NewRun
-from durable.serialization import SECRET_ENV, pack_events
+from durable.replay import Replayer
+from durable.serialization import SECRET_ENV, _sign, pack_events
 from durable.store import PACK_SIZE, Store
 
 from . import workflows
@@ -95,3 +100,89 @@ def test_a_long_workflow_run_without_a_cache_replays_from_blocks(client, monkeyp
     assert client.conn.llen(store.packed_key(handle.id)) == 1
     _, events = store.load(handle.id)
     assert as_dicts(events) == as_dicts(store.history(handle.id))
+
+
+# -- format 2: compact runs (durable/packed.py) ---------------------------------------------------
+
+
+def test_a_block_of_the_old_format_is_ignored_and_rebuilt(client):
+    handle = client.start(workflows.tallied, PACK_SIZE, queue="nobody-serves-this")
+    store = Store(client.conn)
+    events = synthesized(PACK_SIZE // 2 + 3)
+    assert store.commit(handle.id, 0, events)
+    run_id = store.meta(handle.id).run_id
+    old = _sign(cloudpickle.dumps((1, run_id, 0, events[:PACK_SIZE])))
+    client.conn.rpush(store.packed_key(handle.id), old)
+    _, loaded = store.load(handle.id, pack=True)
+    assert isinstance(loaded, list) and [to_dict(e) for e in loaded] == [to_dict(e) for e in events]
+    assert not client.conn.exists(store.packed_key(handle.id))
+    store.load(handle.id, pack=True)  # a worker's next cold load packs it again, in this format
+    _, again = store.load(handle.id)
+    assert isinstance(again, History) and any(isinstance(p, PairRun) for p in again.parts)
+    assert again == events
+
+
+def test_a_cold_load_replays_compact_runs_from_the_store(client):
+    handle = client.start(workflows.tallied, PACK_SIZE * 2, queue="nobody-serves-this")
+    store = Store(client.conn)
+    assert store.commit(handle.id, 0, tallied_history(PACK_SIZE * 2 - 1))
+    store.load(handle.id, pack=True)
+    meta, history = store.load(handle.id)
+    assert isinstance(history, History)
+    replayer = Replayer(workflows.tallied.func, (PACK_SIZE * 2,), workflow_id=handle.id, run_id=meta.run_id)
+    replayer.feed(history)
+    assert replayer.step().new[0][0] == PACK_SIZE * 2 - 1
+    assert all(part._events is None for part in history.parts if isinstance(part, PairRun))
+
+
+def test_signed_blocks_and_entries_load_the_same(client, monkeypatch):
+    monkeypatch.setenv(SECRET_ENV, "s3cret")
+    n = PACK_SIZE + 5
+    handle = client.start(workflows.tallied, n, queue="nobody-serves-this")
+    store = Store(client.conn)
+    events = tallied_history(n, sleeping=True)
+    assert store.commit(handle.id, 0, events)
+    store.load(handle.id, pack=True)
+    _, history = store.load(handle.id)
+    assert isinstance(history, History) and sum(isinstance(p, PairRun) for p in history.parts) >= 2
+    assert [to_dict(e) for e in history] == [to_dict(e) for e in events]
+
+
+def test_an_unreadable_entry_after_the_blocks_raises_as_before(client):
+    handle = client.start(workflows.tallied, PACK_SIZE, queue="nobody-serves-this")
+    store = Store(client.conn)
+    assert store.commit(handle.id, 0, tallied_history(PACK_SIZE // 2 + 2))
+    store.load(handle.id, pack=True)
+    client.conn.rpush(store.history_key(handle.id), b"not a pickle")
+    with pytest.raises(SerializationError, match="cannot deserialize a history event"):
+        store.load(handle.id)
+
+
+def tallied_history(n, *, sleeping=False):
+    events, total = [], 0
+    for i in range(n):
+        events += [ActivityScheduled(seq=i, time=50.0, activity=workflows.add.path, args=(total, i)),
+                   ActivityCompleted(seq=i, time=51.0, result=total + i)]
+        total += i
+    if sleeping:
+        events.append(TimerStarted(seq=n, time=60.0, fire_at=60.0 + 3600))
+    return events
+
+
+def test_inspecting_a_run_loaded_from_compact_blocks(client, monkeypatch):
+    n = PACK_SIZE + 7
+    handle = client.start(workflows.tallied, n, queue="nobody-serves-this")
+    store = Store(client.conn)
+    assert store.commit(handle.id, 0, tallied_history(n, sleeping=True))
+    store.load(handle.id, pack=True)
+    assert client.conn.llen(store.packed_key(handle.id)) == (2 * n + 1) // PACK_SIZE
+    _, history = store.load(handle.id)
+    assert isinstance(history, History) and any(isinstance(p, PairRun) for p in history.parts)
+    monkeypatch.setattr(clock, "_source", lambda: 1000.0)
+    compact = inspect_workflow(store, handle.id).as_dict()
+    load = Store.load
+    monkeypatch.setattr(Store, "load", lambda self, *a, **k: (lambda meta, h: (meta, list(h)))(*load(self, *a, **k)))
+    plain = inspect_workflow(store, handle.id).as_dict()  # the same history as a list of events
+    assert compact == plain
+    assert compact["replay"] == "wait" and compact["waiting_on"].startswith("sleep")
+    assert compact["frames"][0]["locals"]["total"] == repr(sum(range(n)))

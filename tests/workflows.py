@@ -405,6 +405,16 @@ def _poll(target: str, tries: int):
 
 
 @durable.workflow
+def tallied(n: int):
+    """A long run of activities, then a long sleep (replayed and inspected from packed blocks)."""
+    total = 0
+    for i in range(n):
+        total = yield add(total, i)
+    yield durable.sleep(3600)
+    return total
+
+
+@durable.workflow
 def uses_helper(target: str):
     prepared = yield add(1, 2)
     attempts = yield from _poll(target, 3)  # inspect: caller

@@ -5,8 +5,8 @@ Engine only: ``Replayer(...).feed(events); .step()`` on synthesized events
 N + 1 activities, so the step ends by scheduling the next one. With the load:
 the history is stored with ``Store.commit`` on a real redis-server, and the
 timed part is what a step does before it decides: ``Store.load`` (meta and
-history in one round trip, unpickling the packed blocks of 256 events and each
-event after them), resolving the workflow,
+history in one round trip, unpickling the packed blocks of ``PACK_SIZE`` events and
+each entry after them), resolving the workflow,
 unpickling its input, and the replay. Peers: durabletask-python's executor and
 Azure Durable Functions' orchestrator on equivalent synthesized histories.
 """
