@@ -180,6 +180,9 @@ class Step:
                 decision = replayer.step()
             except NonDeterminismError as exc:
                 return self._held_round(str(exc), work, replayer)
+            except (SignatureError, SerializationError) as exc:  # a packed run's fields, read late
+                self._hold(f"cannot read its history: {exc}")
+                return True
             observability.decided(decision)
             if decision.kind == "wait":
                 if self.timer is not None and self.timer in decision.waiting and not fired:

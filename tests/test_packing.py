@@ -97,7 +97,7 @@ def test_a_long_workflow_run_without_a_cache_replays_from_blocks(client, monkeyp
     assert drain(client, handle, timeout=120) == "completed"
     assert handle.result() == sum(range(n))
     store = Store(client.conn)
-    assert client.conn.llen(store.packed_key(handle.id)) == 1
+    assert client.conn.llen(store.packed_key(handle.id)) == 2
     _, events = store.load(handle.id)
     assert as_dicts(events) == as_dicts(store.history(handle.id))
 
@@ -186,3 +186,32 @@ def test_inspecting_a_run_loaded_from_compact_blocks(client, monkeypatch):
     assert compact == plain
     assert compact["replay"] == "wait" and compact["waiting_on"].startswith("sleep")
     assert compact["frames"][0]["locals"]["total"] == repr(sum(range(n)))
+
+
+def test_a_packed_run_whose_arguments_cannot_be_read_holds_the_workflow(client, tmp_path, monkeypatch):
+    """A block's arguments are unpickled only when its events are needed (a mismatch here);
+    a class missing from the worker then holds the workflow, as at load, instead of failing the job."""
+    import sys
+
+    from durable.step import Step
+
+    (tmp_path / "ghostmod.py").write_text("class Ghost:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import ghostmod  # type: ignore[import-not-found]
+
+    handle = client.start(workflows.long_chain, PACK_SIZE + 2, 0.0, queue="nobody-serves-this")
+    store = Store(client.conn)
+    events = synthesized(PACK_SIZE)
+    # what other code recorded at seq 3: another activity, called with a Ghost
+    events[6] = ActivityScheduled(seq=3, activity="tests.workflows:other", args=(ghostmod.Ghost(),))
+    assert store.commit(handle.id, 0, events)
+    store.load(handle.id, pack=True)  # as a worker's cold load: the block is written
+    assert client.conn.llen(store.packed_key(handle.id)) == 2
+    monkeypatch.delitem(sys.modules, "ghostmod")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+
+    run_id = store.meta(handle.id).run_id
+    Step(store, handle.id, run_id).run()  # replays from the block; seq 3 mismatches; reading it fails
+    meta = store.meta(handle.id)
+    assert meta.status == "running" and "cannot read its history" in (meta.stuck or "")
+    assert "ghostmod" in meta.stuck
