@@ -400,10 +400,9 @@ def _rows(ops: dict[str, Any], load: dict[str, Any], ceiling: dict[str, Any], co
             peer=rq_peer if figures is q else "",
             peer_figure=f"{h['commands']:.1f} commands in {h['round_trips']:.1f} round trips; "
                         f"{fmt_seconds(h['cpu_main'])} CPU" if figures is q else "",
-            ratio=f"durable adds {q['commands'] - h['commands']:+.1f} commands, "
-                  f"{q['round_trips'] - h['round_trips']:+.1f} round trips, "
-                  f"{fmt_seconds(q['cpu_main'] - h['cpu_main'])} CPU ({h['cpu_main'] / q['cpu_main']:.0%} is "
-                  "RQ's hop)" if figures is q else "",
+            ratio=(f"{q['commands'] / h['commands']:.2f}× the commands, {q['round_trips'] / h['round_trips']:.2f}× "
+                   f"the round trips and {q['cpu_main'] / h['cpu_main']:.2f}× the main-thread CPU of a raw RQ hop "
+                   "(durable runs its jobs without RQ's per-job bookkeeping)") if figures is q else "",
             target="(context)",
             values={"by_command": figures["by_command"], "in_scripts_by_command": figures["in_scripts_by_command"]},
         ))
