@@ -6,8 +6,7 @@ Per workflow (the ``{id}`` hash tag keeps them in one Redis Cluster slot)::
                                       custom status, cancel flag, parent (for a child)
     durable:{id}:history        list  encoded events of the current run, append-only
     durable:{id}:packed         list  blocks of PACK_SIZE history events, each one pickle (packed.py): a
-                                      copy that makes cold loads fast; dropped with the history, rebuilt
-                                      on demand
+                                      copy for fast cold loads; dropped with the history, rebuilt on demand
     durable:{id}:history:<run>  list  a kept earlier run (continue_as_new), newest DURABLE_KEEP_RUNS only
     durable:{id}:runs           list  run ids of the kept earlier runs, newest first
     durable:{id}:children       set   ids of the child workflows it started
