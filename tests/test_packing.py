@@ -97,7 +97,7 @@ def test_a_long_workflow_run_without_a_cache_replays_from_blocks(client, monkeyp
     assert drain(client, handle, timeout=120) == "completed"
     assert handle.result() == sum(range(n))
     store = Store(client.conn)
-    assert client.conn.llen(store.packed_key(handle.id)) == 2
+    assert client.conn.llen(store.packed_key(handle.id)) == 1
     _, events = store.load(handle.id)
     assert as_dicts(events) == as_dicts(store.history(handle.id))
 
