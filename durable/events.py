@@ -10,6 +10,7 @@ renaming or removing one is not (add a new ``type`` instead).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import traceback as tb
 from dataclasses import dataclass, field
@@ -412,27 +413,25 @@ def from_dict(data: dict[str, Any]) -> Event:
 
 
 def options_to_dict(options: ActivityOptions) -> dict[str, Any]:
-    # An activity's options are fixed at decoration: convert each once (asdict is slow), copy per event.
+    """The stored form of ``options``. An activity's options are fixed at decoration, so each
+    is converted once (``asdict`` is slow) and the dict is shared by its events: never
+    change it in place."""
     try:
-        stored = _OPTIONS.get(options)
+        return _options_dict(options)
     except TypeError:  # unhashable (a list in non_retryable): convert every time
-        stored = None
-    if stored is None:
-        stored = {
-            "retry": dataclasses.asdict(options.retry),
-            "timeout": options.timeout,
-            "queue": options.queue,
-            "inline": options.inline,
-        }
-        try:
-            if len(_OPTIONS) < 4096:
-                _OPTIONS[options] = stored
-        except TypeError:
-            pass
-    return stored  # shared by the events of one activity: never changed in place
+        return _options_dict.__wrapped__(options)
 
 
-_OPTIONS: dict[ActivityOptions, dict[str, Any]] = {}
+@functools.lru_cache(maxsize=4096)
+def _options_dict(options: ActivityOptions) -> dict[str, Any]:
+    return {
+        "retry": dataclasses.asdict(options.retry),
+        "timeout": options.timeout,
+        "queue": options.queue,
+        "inline": options.inline,
+    }
+
+
 _FROM_DICT: dict[int, tuple[dict[str, Any], ActivityOptions]] = {}
 _RETRY_FIELDS = frozenset(f.name for f in dataclasses.fields(RetryPolicy))
 

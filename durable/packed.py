@@ -35,6 +35,9 @@ _SCHEDULED_OWN = ("seq", "activity", "v", "type")
 _COMPLETED_OWN = ("seq", "result", "v", "type")
 
 
+_SCHEDULED, _COMPLETED = ActivityScheduled.type, ActivityCompleted.type
+
+
 class PairRun:
     """``len(activities)`` completed activities in a row: pair ``j`` is ``ActivityScheduled``
     at history position ``index + 2j`` and its ``ActivityCompleted`` right after it, both
@@ -135,14 +138,15 @@ class History(Sequence[Event]):
         return f"<History of {self._length} events, {runs} compact runs>"
 
 
-def _pairs(events: Sequence[Event]) -> Iterator[tuple[int, int]]:
-    """(position, count) of each stretch of adjacent completed pairs with consecutive seqs."""
-    i, size = 0, len(events)
+def _pairs(kinds: Sequence[Any], seqs: Sequence[Any]) -> Iterator[tuple[int, int]]:
+    """(position, count) of each stretch of adjacent completed pairs with consecutive seqs,
+    given each entry's type name and seq (of events or of their stored dicts alike)."""
+    i, size = 0, len(kinds)
     while i < size - 1:
         count = 0
         start = i
-        while (i < size - 1 and type(events[i]) is ActivityScheduled and type(events[i + 1]) is ActivityCompleted
-               and events[i].seq == events[i + 1].seq == events[start].seq + count):
+        while (i < size - 1 and kinds[i] == _SCHEDULED and kinds[i + 1] == _COMPLETED
+               and seqs[i] == seqs[i + 1] == seqs[start] + count):
             count += 1
             i += 2
         if count:
@@ -164,7 +168,7 @@ def encode_block(events: Sequence[Event], dumps: Callable[[Any], bytes]) -> list
         if upto > position:
             parts.append((0, [to_dict(event) for event in events[position:upto]]))
 
-    for start, count in _pairs(events):
+    for start, count in _pairs([event.type for event in events], [event.seq for event in events]):
         plain(start)
         pairs = events[start:start + 2 * count]
         scheduled = [to_dict(event) for event in pairs[::2]]
@@ -209,32 +213,22 @@ def decode_block(parts: list[Any], first: int) -> tuple[list[Part], int]:
     return out, index - first
 
 
-_SCHEDULED, _COMPLETED = ActivityScheduled.type, ActivityCompleted.type
-
-
 def from_dicts(items: list[dict[str, Any]], first: int) -> list[Part]:
     """The parts of history entries as stored (dicts), the first at history position ``first``:
     runs of completed activities as ``PairRun`` (their dicts decoded only when read), the
     other entries decoded to events. A cold load's entries after the packed blocks."""
     parts: list[Part] = []
-    plain: list[dict[str, Any]] = []
-    i, size = 0, len(items)
-    while i < size:
-        start = i
-        seq = items[i].get("seq", -1)
-        while (i + 1 < size and items[i].get("type") == _SCHEDULED and items[i + 1].get("type") == _COMPLETED
-               and items[i].get("seq", -1) == items[i + 1].get("seq", -1) == seq + (i - start) // 2):
-            i += 2
-        if i == start:
-            plain.append(items[i])
-            i += 1
-            continue
-        if plain:
-            parts.append([from_dict(data) for data in plain])
-            plain = []
-        run = items[start:i]
-        parts.append(PairRun(first + start, seq, [data.get("activity", "") for data in run[::2]],
+    position = 0
+
+    def plain(upto: int) -> None:
+        if upto > position:
+            parts.append([from_dict(data) for data in items[position:upto]])
+
+    for start, count in _pairs([data.get("type") for data in items], [data.get("seq", -1) for data in items]):
+        plain(start)
+        run = items[start:start + 2 * count]
+        parts.append(PairRun(first + start, run[0].get("seq", -1), [data.get("activity", "") for data in run[::2]],
                              [data.get("result") for data in run[1::2]], run))
-    if plain:
-        parts.append([from_dict(data) for data in plain])
+        position = start + 2 * count
+    plain(len(items))
     return parts

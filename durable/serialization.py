@@ -108,9 +108,10 @@ def _pickle(value: Any) -> bytes:
 _BY_VALUE = getattr(cloudpickle.cloudpickle, "_PICKLE_BY_VALUE_MODULES", {"unknown"})
 
 
-def _sign(data: bytes) -> bytes:
-    keys = _keys()
-    if keys:  # (encode_events signs the same way)
+def _sign(data: bytes, keys: list[bytes] | None = None) -> bytes:
+    """``data`` signed with the first secret (``keys``: the secrets, when the caller read them)."""
+    keys = _keys() if keys is None else keys
+    if keys:
         data = _MAGIC + hmac.new(keys[0], data, hashlib.sha256).digest() + data
     return data
 
@@ -160,10 +161,8 @@ def encode_events(events: Sequence[Event]) -> list[bytes]:
             data = b""
         if not data or (limit and len(data) > limit):
             out.append(encode_event(event))  # raises the error that says which and why
-        elif keys:
-            out.append(_MAGIC + hmac.new(keys[0], data, hashlib.sha256).digest() + data)
         else:
-            out.append(data)
+            out.append(_sign(data, keys))
     return out
 
 

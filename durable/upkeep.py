@@ -146,10 +146,10 @@ class Upkeep:
         """End the lease of a job whose final commit did not (it lost a race, or held), and
         with ``drop`` its RQ job hash, in one round trip: durable.Worker skips the RQ
         bookkeeping that would delete it (its jobs have ``result_ttl=0``)."""
+        commands: list[tuple[str, ...]] = [("ZREM", self.leases_key, job_id)]
         if drop:
-            self._line.batch(("ZREM", self.leases_key, job_id), ("DEL", Job.key_for(job_id)))
-        else:
-            self._line.call("ZREM", self.leases_key, job_id)
+            commands.append(("DEL", Job.key_for(job_id)))
+        self._line.batch(*commands)
 
     def unleased_in_flight(self, intermediate_key: str) -> list[str]:
         """Ids in RQ's intermediate list (dequeued, not yet started) that hold no lease."""

@@ -19,12 +19,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
 
 import durable
+
+if TYPE_CHECKING:
+    from .servers import Servers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW_MODULE = "tests.workflows"
@@ -112,6 +115,20 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.kill()
             proc.wait(timeout=10)
         _LIVE_SERVERS.remove(proc)
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Servers]:
+    """Redis servers (and Sentinels) a test starts itself, all stopped after it; their logs are
+    printed, which pytest shows only when the test failed."""
+    from .servers import Servers  # (servers.py imports this module)
+
+    started = Servers(tmp_path / "servers")
+    try:
+        yield started
+    finally:
+        started.stop_all()
+        print(started.logs())
 
 
 @pytest.fixture

@@ -35,16 +35,6 @@ PASSWORD = "s3cret-for-alice"
 
 
 @pytest.fixture
-def servers(tmp_path: Path) -> Iterator[Servers]:
-    started = Servers(tmp_path / "servers")
-    try:
-        yield started
-    finally:
-        started.stop_all()
-        print(started.logs())  # shown only when the test failed
-
-
-@pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Workers]:
     """Worker processes for a URL the test sets (``workers.url``); all killed at the end."""
     pool = Workers("set-by-the-test", tmp_path)

@@ -15,9 +15,6 @@ replayed from Redis; the test runs with and without a cache.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 import durable
@@ -26,15 +23,6 @@ from tests.integration import failover_flows
 from .servers import Servers
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[Servers]:
-    started = Servers(tmp_path / "servers")
-    try:
-        yield started
-    finally:
-        started.stop_all()
 
 
 class StaleCache(AssertionError):
